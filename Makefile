@@ -1,0 +1,39 @@
+# The README's commands. Every target installs what it needs into the project venv (.venv)
+# when it is missing, so `make test` and `make demo` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: install test test-fast demo bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned to the CPU wheel that lies on disk here, so that nothing pulls a CUDA torch.
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	$(PY) -m experiments.demo
+
+bench: install
+	mkdir -p bench-results
+	$(PY) -m experiments.bench_rewards --out bench-results/rewards.json
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

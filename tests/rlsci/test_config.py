@@ -1,0 +1,127 @@
+"""The config machinery: YAML + `defaults:` chains + dotted overrides, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlsci.cli import main
+from rlsci.config import Config, ConfigError, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.reward.fn is None and cfg.reward.resolved_terms()[0].fn == "mcq_strict"
+    assert cfg.run.dir == "runs/run"  # ${run.name} interpolation resolved
+
+
+def test_defaults_chain_then_file_then_command_line(tmp_path):
+    write(tmp_path / "base" / "root.yaml", "run: {name: root, seed: 1}\nreward: {correct: 2.0, wrong: -1}\n")
+    write(tmp_path / "mid.yaml", "defaults: [base/root.yaml]\nrun: {seed: 2}\nreward: {fn: mcq}\n")
+    top = write(tmp_path / "top.yaml", "defaults: [mid.yaml]\nrun: {seed: 3}\n")
+    cfg = load_config(top, ["run.name=cli"])
+    assert cfg.run.seed == 3  # top.yaml beats mid.yaml beats root.yaml
+    assert cfg.run.name == "cli" and cfg.run.dir == "runs/cli"  # the override wins, interpolation follows
+    assert cfg.reward.fn == "mcq" and cfg.reward.correct == 2.0
+    assert cfg.reward.wrong == -1.0 and isinstance(cfg.reward.wrong, float)  # int widened to float
+
+
+def test_unknown_key_names_file_and_suggests(tmp_path):
+    f = write(tmp_path / "c.yaml", "reward:\n  corect: 1.0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert str(f) in msg and "`reward.corect`" in msg and "did you mean `reward.correct`" in msg
+
+
+def test_unknown_key_in_a_base_file_names_the_base(tmp_path):
+    base = write(tmp_path / "base.yaml", "run: {sede: 1}\n")
+    top = write(tmp_path / "top.yaml", "defaults: [base.yaml]\n")
+    with pytest.raises(ConfigError, match=str(base).replace(".", r"\.")):
+        load_config(top)
+
+
+def test_wrong_types_are_all_reported(tmp_path):
+    f = write(tmp_path / "c.yaml", "run: {seed: 1.5}\nreward: {timeout_s: soon, server: {port: true}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert "3 problems" in msg
+    assert "`run.seed` expected int, got float 1.5" in msg
+    assert "`reward.timeout_s` expected float, got str 'soon'" in msg
+    assert "`reward.server.port` expected int, got bool True" in msg
+
+
+def test_command_line_errors_name_the_command_line():
+    with pytest.raises(ConfigError, match=r"command line: unknown key `reward.fnn`; did you mean `reward.fn`"):
+        load_config(None, ["reward.fnn=mcq"])
+    with pytest.raises(ConfigError, match="overrides must look like"):
+        load_config(None, ["reward.fn"])
+
+
+def test_impossible_combination_names_keys_and_origin(tmp_path):
+    f = write(tmp_path / "c.yaml", "reward:\n  terms: [{fn: mcq_strict, weight: 1.0}, {fn: format, weight: 0.1}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f, ["reward.fn=mcq"])
+    msg = str(err.value)
+    assert "reward.fn and reward.terms are both set" in msg
+    assert "reward.fn from command line" in msg and f"reward.terms from {f}" in msg
+
+
+def test_list_of_dataclasses_is_typed_and_required_fields_checked(tmp_path):
+    f = write(tmp_path / "c.yaml", "reward:\n  terms: [{fn: mcq_strict}, {fn: format, weight: 0.25}]\n")
+    terms = load_config(f).reward.terms
+    assert [(t.fn, t.weight) for t in terms] == [("mcq_strict", 1.0), ("format", 0.25)]
+    g = write(tmp_path / "g.yaml", "reward:\n  terms: [{weight: 0.5}]\n")
+    with pytest.raises(ConfigError, match=r"`reward.terms\[0\].fn` is required"):
+        load_config(g)
+    h = write(tmp_path / "h.yaml", "reward:\n  terms: [{fn: format, wieght: 0.5}]\n")
+    with pytest.raises(ConfigError, match=r"unknown key `reward.terms\[0\].wieght`; did you mean"):
+        load_config(h)
+
+
+def test_defaults_cycle_and_missing_file(tmp_path):
+    write(tmp_path / "a.yaml", "defaults: [b.yaml]\n")
+    write(tmp_path / "b.yaml", "defaults: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    write(tmp_path / "c.yaml", "defaults: [nope.yaml]\n")
+    with pytest.raises(ConfigError, match="not found.*nope.yaml.*listed in `defaults`"):
+        load_config(tmp_path / "c.yaml")
+    write(tmp_path / "d.yaml", "reward: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_dump_then_load_round_trip(tmp_path):
+    cfg = load_config(None, ["run.name=rt", "reward.terms=[{fn: mcq, weight: 2.0}]", "reward.no_answer=-0.5"])
+    path = dump_config(cfg, tmp_path / "out" / "config.yaml")
+    assert load_config(path) == cfg
+
+
+def test_cli_prints_resolved_config_and_fails_on_errors(capsys, tmp_path):
+    assert main(["config", "run.name=abc"]) == 0
+    out = capsys.readouterr().out
+    assert "name: abc" in out and "dir: runs/abc" in out
+    f = write(tmp_path / "bad.yaml", "reward: {fn: mcq, terms: [{fn: format}]}\n")
+    assert main(["config", str(f)]) == 2
+    assert "both set" in capsys.readouterr().err
+
+
+def test_every_shipped_run_config_validates():
+    """Every YAML under configs/ that is a run config (not prompts/eval suites/clusters) loads."""
+    skip_dirs = {"prompts", "eval", "clusters"}
+    files = [p for p in (REPO / "configs").rglob("*.yaml") if not skip_dirs & set(p.relative_to(REPO / "configs").parts)]
+    assert files, "configs/ holds no run config"
+    for path in files:
+        load_config(path)
