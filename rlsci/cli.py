@@ -16,6 +16,8 @@ COMMANDS = {
     "grade": "rlsci.commands.grade",
     "serve-rewards": "rlsci.commands.serve_rewards",
     "config": "rlsci.commands.config",
+    "model": "rlsci.commands.model",
+    "data": "rlsci.commands.data",
 }
 
 

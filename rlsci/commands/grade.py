@@ -1,0 +1,198 @@
+"""`rlsci grade`: grade a JSONL file of model outputs offline, with any reward.
+
+    rlsci grade outputs.jsonl --out graded.jsonl                  # mcq_strict (the training default)
+    rlsci grade outputs.jsonl --out graded.jsonl --mode lenient   # mcq
+    rlsci grade outputs.jsonl --out graded.jsonl --reward my_rewards.py:score
+
+Each input row is one response to one question: `response` (str), `options` ({letter: text};
+optional for free-form rewards), `answer` (gold letter or reference answer) and any other
+Sample fields (id, question, domain, subdomain, source, meta; unknown keys go to sample.meta).
+Each output row is the input row plus the RewardResult fields score, correct, pred,
+extracted_by, format_ok, error (existing keys of those names are overwritten). Blank lines are
+skipped. A summary (n, accuracy, extractability = fraction with a pred, counts by rule, errors)
+goes to stderr, in words and as one JSON line.
+
+Bad rows (not UTF-8, invalid JSON, not an object, `response` missing or not a string, `answer`
+missing, `options` or `meta` not an object) are reported with file, line and field. By default
+nothing is graded past the first bad row, all bad rows are counted (the first 100 listed),
+nothing is written, and the exit status is 1. With --skip-bad they are written to OUT (the row,
+or {"line": raw text} when it is no JSON object) with score null and `error` set, and grading
+goes on: every input row has an output row.
+OUT is written to a temporary file next to it and renamed at the end: never half written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+MAX_LISTED = 100  # bad rows listed in the summary
+
+HELP = "grade a JSONL file of model outputs offline (mcq_strict by default, or any reward)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, metavar="IN.jsonl", help="rows with response, options, answer")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="graded rows")
+    parser.add_argument(
+        "--mode",
+        choices=("lenient", "strict"),
+        default=None,
+        help="answer extraction of the built-in mcq grader: strict (default, reward mcq_strict) or lenient (mcq)",
+    )
+    parser.add_argument(
+        "--reward",
+        default=None,
+        metavar="NAME",
+        help="any reward spec: a built-in name, module:function, path/to/file.py:function, or an entry point",
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="write bad rows with `error` set and go on")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rewards.config import RewardConfig
+    from rewards.registry import load_fn
+
+    if args.reward is not None and args.mode is not None:
+        print("rlsci grade: give --mode (built-in mcq graders) or --reward NAME, not both", file=sys.stderr)
+        return 2
+    spec = args.reward or ("mcq" if args.mode == "lenient" else "mcq_strict")
+    if not args.input.is_file():
+        print(f"rlsci grade: input file not found: {args.input}", file=sys.stderr)
+        return 2
+    try:
+        fn = load_fn(spec, RewardConfig())
+    except (ImportError, ValueError) as exc:
+        print(f"rlsci grade: {exc}", file=sys.stderr)
+        return 2
+
+    args.out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    # written next to OUT, then renamed: OUT is never half written (mode from the umask, like OUT)
+    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as out, args.input.open("rb") as lines:
+            summary = grade_lines(lines, args.input, fn, out, args.skip_bad)
+        if summary["written"]:
+            os.replace(tmp, args.out)
+        else:
+            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary.update(reward=spec, input=str(args.input), out=str(args.out) if summary["written"] else None)
+    print_summary(summary, sys.stderr)
+    return 1 if summary["bad_rows"] and not args.skip_bad else 0
+
+
+def parse_row(raw: bytes, path: Path, line_no: int) -> tuple[dict[str, Any] | None, Any, str | None]:
+    """One JSONL line -> (row or None, Sample or None, error naming file, line and field)."""
+    from rewards.base import Sample
+
+    where = f"{path}:{line_no}"
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, None, f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
+    except UnicodeDecodeError as exc:
+        return None, None, f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})"
+    if not isinstance(row, dict):
+        return None, None, f"{where}: expected a JSON object, got {type(row).__name__}"
+    if not isinstance(row.get("response"), str):
+        found = "missing" if "response" not in row else f"a {type(row['response']).__name__}"
+        return row, None, f"{where}: field 'response' must be a string, found {found}"
+    if "answer" not in row:
+        return row, None, f"{where}: field 'answer' (gold letter or reference answer) is missing"
+    if "options" in row and not isinstance(row["options"], dict):
+        return (
+            row,
+            None,
+            f"{where}: field 'options' must be an object {{letter: text}}, got {type(row['options']).__name__}",
+        )
+    if "meta" in row and not isinstance(row["meta"], dict | None):
+        return row, None, f"{where}: field 'meta' must be an object, got {type(row['meta']).__name__}"
+    fields = {k: v for k, v in row.items() if k != "response"}
+    return row, Sample.from_dict(fields), None
+
+
+def grade_lines(lines, path: Path, fn, out, skip_bad: bool) -> dict[str, Any]:
+    """Grade every line of `lines` (bytes) with `fn`, writing output rows to `out`; returns the summary.
+
+    Without `skip_bad`, grading and writing stop at the first bad row; the rest is only parsed,
+    so that every bad row is reported. accuracy = #correct / n, extractability = #pred / n over
+    the n graded rows (bad rows are counted apart, in bad_rows)."""
+    from rewards.base import RESULT_FIELDS
+    from rewards.registry import safe_grade
+
+    tally: Counter[str] = Counter()  # n, correct, pred, errors
+    rules: Counter[str] = Counter()
+    score_sum = 0.0
+    bad: list[str] = []
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        row, sample, problem = parse_row(raw, path, line_no)
+        if problem is not None:
+            bad.append(problem)
+            if skip_bad:
+                failed = dict.fromkeys(RESULT_FIELDS) | {"format_ok": False, "error": problem}
+                unparsed = {"line": raw.decode("utf-8", errors="replace").rstrip("\r\n")}
+                _write(out, (row if row is not None else unparsed) | failed)
+            continue
+        if bad and not skip_bad:
+            continue
+        result = safe_grade(fn, row["response"], sample)
+        _write(out, row | {name: getattr(result, name) for name in RESULT_FIELDS})
+        tally.update(
+            n=1, correct=result.correct is True, pred=result.pred is not None, errors=result.error is not None
+        )
+        rules[result.extracted_by or "none"] += 1
+        score_sum += result.score
+    written = skip_bad or not bad
+    n = tally["n"] if written else 0
+    return {
+        "n": n,
+        "accuracy": tally["correct"] / n if n else None,
+        "extractability": tally["pred"] / n if n else None,
+        "mean_score": score_sum / n if n else None,
+        "by_rule": dict(rules.most_common()) if written else {},
+        "errors": tally["errors"] if written else 0,
+        "bad_rows": len(bad),
+        "bad": bad[:MAX_LISTED],  # the first MAX_LISTED problems; bad_rows counts them all
+        "written": written,
+    }
+
+
+def _write(out, row: dict[str, Any]) -> None:
+    out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def print_summary(summary: dict[str, Any], stream) -> None:
+    """The summary in words, then as one JSON line (for scripts: the last line of stderr)."""
+    if summary["written"]:
+        print(
+            f"graded {summary['n']} rows of {summary['input']} with {summary['reward']} -> {summary['out']}",
+            file=stream,
+        )
+    if summary["n"]:
+        print(
+            f"accuracy {summary['accuracy']:.4f}  extractability {summary['extractability']:.4f}  "
+            f"mean score {summary['mean_score']:.4f}  grading errors {summary['errors']}",
+            file=stream,
+        )
+        print("by rule: " + ", ".join(f"{k} {v}" for k, v in summary["by_rule"].items()), file=stream)
+    if summary["bad_rows"]:
+        verb = (
+            "written with error set" if summary["written"] else "nothing written; fix them or pass --skip-bad"
+        )
+        print(f"{summary['bad_rows']} bad rows ({verb}):", file=stream)
+        for problem in summary["bad"]:
+            print(f"  {problem}", file=stream)
+        if summary["bad_rows"] > len(summary["bad"]):
+            print(f"  ... and {summary['bad_rows'] - len(summary['bad'])} more", file=stream)
+    print(json.dumps(summary), file=stream)

@@ -1,0 +1,186 @@
+"""RewardClient / AsyncRewardClient against a real server process: chunking keeps order,
+retries cover a server that starts late and 5xx answers, 4xx fail at once with the server's
+message, and the last failure raises a clear RewardServerError (never silent zeros)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from rewards.base import Sample
+from rewards.client import AsyncRewardClient, RewardClient, RewardServerError
+from rewards.config import RewardConfig
+from rewards.registry import load_fn
+
+LETTERS = "ABCDEFGHIJ"
+
+
+@pytest.fixture(scope="module")
+def url(server_processes):
+    proc, address = server_processes.serve([])  # built-ins only, no token
+    yield address
+    server_processes.stop(proc)
+
+
+def mcq_items(n: int) -> list[tuple[str, Sample]]:
+    """Item i answers LETTERS[i % 10] and its gold is LETTERS[(i // 3) % 10]."""
+    return [
+        (
+            f"Reasoning about item {i}.\nAnswer: {LETTERS[i % 10]}",
+            Sample(id=str(i), options={k: f"opt {k}" for k in LETTERS}, answer=LETTERS[(i // 3) % 10]),
+        )
+        for i in range(n)
+    ]
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the real server: the first `failures` requests get
+    `fail_status` (or nothing at all when `delay_s` exceeds the client's timeout), the rest are
+    forwarded. Counts the requests it receives."""
+
+    def __init__(self, upstream: str, failures: int, fail_status: int = 503, delay_s: float = 0.0):
+        self.upstream, self.failures, self.fail_status, self.delay_s = (
+            upstream,
+            failures,
+            fail_status,
+            delay_s,
+        )
+        self.requests = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 -- the name http.server dispatches to
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                proxy.requests += 1
+                time.sleep(proxy.delay_s)
+                if proxy.requests <= proxy.failures:
+                    status, content = proxy.fail_status, b'{"detail": "injected failure"}'
+                else:
+                    answer = httpx.post(f"{proxy.upstream}{self.path}", content=body, timeout=30)
+                    status, content = answer.status_code, answer.content
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_chunked_results_match_in_process_grading_in_order(url):
+    items = mcq_items(50)
+    mcq = load_fn("mcq", RewardConfig())
+    expected = [mcq(response, sample) for response, sample in items]
+    with RewardClient(url, max_batch=7, concurrency=3) as client:  # 8 chunks, 3 in flight
+        results = client.grade("mcq", items)
+    assert [(r.score, r.correct, r.pred) for r in results] == [(e.score, e.correct, e.pred) for e in expected]
+    assert sum(r.correct for r in results) > 0 and sum(not r.correct for r in results) > 0
+
+
+def test_async_client_list_and_health(url):
+    async def main():
+        async with AsyncRewardClient(url, max_batch=16) as client:
+            results = await client.grade("mcq", mcq_items(40))
+            return results, await client.list_rewards(), await client.health()
+
+    results, rewards, health = asyncio.run(main())
+    assert [r.pred for r in results] == [LETTERS[i % 10] for i in range(40)]
+    assert {"mcq", "mcq_strict", "default"} <= {row["name"] for row in rewards}
+    assert health["status"] == "ok"
+
+
+def test_sync_client_works_inside_a_running_event_loop(url):
+    # as in a Ray async actor or a notebook: a loop is running on this thread
+    async def inside_loop():
+        with RewardClient(url) as client:
+            return client.grade("mcq", mcq_items(3))
+
+    assert [r.pred for r in asyncio.run(inside_loop())] == ["A", "B", "C"]
+
+
+def test_retries_until_a_late_server_comes_up(server_processes):
+    port = server_processes.free_port()
+    started: dict[str, object] = {}
+
+    def start_late():
+        time.sleep(1.0)
+        started["proc"] = server_processes.start([], port)
+
+    threading.Thread(target=start_late).start()
+    try:
+        # waits 0.5 + 1 + 2 + 4 + 8 s at most between 6 attempts: enough for a ~3 s start
+        with RewardClient(f"http://127.0.0.1:{port}", retries=5, backoff_s=0.5) as client:
+            results = client.grade("mcq", mcq_items(4))
+        assert [r.pred for r in results] == ["A", "B", "C", "D"]
+    finally:
+        while "proc" not in started:
+            time.sleep(0.05)
+        server_processes.stop(started["proc"])
+
+
+def test_5xx_is_retried(url):
+    proxy = FlakyProxy(url, failures=2)
+    try:
+        with RewardClient(proxy.url, retries=3, backoff_s=0.01) as client:
+            results = client.grade("mcq", mcq_items(5))
+        assert [r.pred for r in results] == list("ABCDE")
+        assert proxy.requests == 3  # two 503s, then the forwarded request
+    finally:
+        proxy.close()
+
+
+def test_clear_error_after_the_last_retry(url, server_processes):
+    proxy = FlakyProxy(url, failures=100, fail_status=502)
+    try:
+        with RewardClient(proxy.url, retries=2, backoff_s=0.01) as client:
+            with pytest.raises(
+                RewardServerError, match=r"failed after 3 attempts; last error: HTTP 502: injected failure"
+            ):
+                client.grade("mcq", mcq_items(2))
+        assert proxy.requests == 3
+    finally:
+        proxy.close()
+    with RewardClient(
+        f"http://127.0.0.1:{server_processes.free_port()}", retries=1, backoff_s=0.01
+    ) as client:
+        with pytest.raises(RewardServerError, match=r"failed after 2 attempts; last error: ConnectError"):
+            client.grade("mcq", mcq_items(2))
+
+
+def test_timeouts_are_explicit_and_retried(url):
+    proxy = FlakyProxy(url, failures=0, delay_s=1.0)
+    try:
+        with RewardClient(proxy.url, timeout_s=0.2, retries=1, backoff_s=0.01) as client:
+            with pytest.raises(RewardServerError, match="failed after 2 attempts; last error: ReadTimeout"):
+                client.grade("mcq", mcq_items(1))
+        assert proxy.requests == 2
+    finally:
+        proxy.close()
+
+
+def test_4xx_is_not_retried_and_carries_the_server_message(url):
+    proxy = FlakyProxy(url, failures=0)
+    try:
+        with RewardClient(proxy.url, retries=3, backoff_s=0.01) as client:
+            with pytest.raises(RewardServerError, match="unknown reward 'nope'") as info:
+                client.grade("nope", mcq_items(1))
+        assert info.value.status == 404
+        assert proxy.requests == 1
+    finally:
+        proxy.close()

@@ -1,0 +1,322 @@
+"""The reward server as users run it: a real `rlsci serve-rewards` process on a free loopback
+port, exercised over HTTP (good requests, bad requests, auth, failing user functions, metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+import threading
+
+import httpx
+import pytest
+
+from rewards.config import RewardConfig, RewardServerConfig
+from rewards.server import RequestError, check_server_config, parse_grade_request
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LETTERS = "ABCDEFGHIJ"
+
+USER_FUNCTIONS = textwrap.dedent(
+    """
+    import os
+    import time
+
+    def raises(response, sample):
+        raise ValueError("this reward always fails")
+
+    def sleeps(response, sample):
+        if response == "hang":
+            time.sleep(60)
+        return 0.5
+
+    def crashes(response, sample):
+        os._exit(3)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, server_processes):
+    """A server with a weighted default reward (mcq + a raising user term) and three user
+    functions, 1 s per-item timeout, small limits, and a token."""
+    root = tmp_path_factory.mktemp("server")
+    funcs = root / "user_rewards.py"
+    funcs.write_text(USER_FUNCTIONS)
+    config = root / "server.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            reward:
+              terms:
+                - {{fn: mcq, weight: 1.0}}
+                - {{fn: "{funcs}:raises", weight: 0.5}}
+              timeout_s: 1.0
+              server:
+                workers: 2
+                max_batch: 64
+                max_body_bytes: 100000
+                token: {TOKEN}
+            """
+        )
+    )
+    extra = ["--reward", f"sleepy={funcs}:sleeps", "--reward", f"crashy={funcs}:crashes"]
+    proc, url = server_processes.serve(["--config", str(config), *extra])
+    yield {"url": url, "raises": f"{funcs}:raises"}
+    server_processes.stop(proc)
+
+
+def grade(url: str, reward: str, items: list[dict], headers=AUTH) -> httpx.Response:
+    return httpx.post(f"{url}/v1/grade", json={"reward": reward, "items": items}, headers=headers, timeout=30)
+
+
+def mcq_item(said: str, gold: str = "C") -> dict:
+    return {
+        "response": f"Let me think step by step. The answer is {said}.\nAnswer: {said}",
+        "sample": {"options": {k: f"option {k}" for k in LETTERS}, "answer": gold, "domain": "physics"},
+    }
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text page (0 when absent)."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name + (f"{{{label_text}}}" if labels else "")) + r" ([0-9.e+-]+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def get_metrics(url: str) -> str:
+    response = httpx.get(f"{url}/metrics", headers=AUTH)
+    assert response.status_code == 200
+    return response.text
+
+
+# ---------------------------------------------------------------------- good requests
+def test_grade_mcq_in_item_order(server):
+    said = ["C", "A", "C", "J", "B"]
+    response = grade(server["url"], "mcq", [mcq_item(s) for s in said])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["pred"] for r in results] == said
+    assert [r["correct"] for r in results] == [s == "C" for s in said]
+    assert [r["score"] for r in results] == [1.0 if s == "C" else 0.0 for s in said]
+    assert set(results[0]) == {"score", "correct", "pred", "extracted_by", "format_ok", "error"}
+
+
+def test_default_is_the_configured_weighted_reward(server):
+    # default = 1.0 * mcq + 0.5 * raises; the raising term makes the item an error (score 0)
+    results = grade(server["url"], "default", [mcq_item("C")]).json()["results"]
+    assert results[0]["score"] == 0.0
+    assert "this reward always fails" in results[0]["error"]
+
+
+def test_list_rewards_and_health(server):
+    names = {row["name"] for row in httpx.get(f"{server['url']}/v1/rewards", headers=AUTH).json()["rewards"]}
+    assert {
+        "mcq",
+        "mcq_strict",
+        "format",
+        "reference",
+        "default",
+        "sleepy",
+        "crashy",
+        server["raises"],
+    } <= names
+    health = httpx.get(f"{server['url']}/healthz").json()
+    assert health["status"] == "ok" and health["workers"] == 2
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        with httpx.Client(headers=AUTH, timeout=30) as http:
+            for rep in range(5):
+                said = [LETTERS[(k + rep + i) % 10] for i in range(32)]
+                payload = {"reward": "mcq", "items": [mcq_item(s) for s in said]}
+                results = http.post(f"{server['url']}/v1/grade", json=payload).json()["results"]
+                if [r["pred"] for r in results] != said:
+                    failures.append(f"client {k} request {rep}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+
+
+# ---------------------------------------------------------------------- bad requests
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        (b'{"reward": "mcq", "items": [', 400, "malformed JSON"),
+        (b"[1, 2]", 422, "body: expected a JSON object"),
+        (b'{"reward": "mcq"}', 422, "items: missing"),
+        (b'{"reward": "mcq", "items": {"response": "x"}}', 422, "items: expected a list"),
+        (b'{"reward": 3, "items": []}', 422, "reward: expected a string"),
+    ],
+)
+def test_bad_bodies_name_the_problem(server, body, status, names):
+    response = httpx.post(f"{server['url']}/v1/grade", content=body, headers=AUTH)
+    assert response.status_code == status
+    assert names in response.json()["detail"]
+
+
+def test_bad_items_name_the_field(server):
+    items = [mcq_item("A") for _ in range(5)]
+    del items[3]["response"]
+    response = grade(server["url"], "mcq", items)
+    assert response.status_code == 422
+    assert response.json()["detail"] == "items[3].response: missing"
+
+    items = [mcq_item("A"), {"response": "x", "sample": {"options": ["A", "B"], "answer": "A"}}]
+    response = grade(server["url"], "mcq", items)
+    assert (response.status_code, response.json()["detail"]) == (
+        422,
+        "items[1].sample.options: expected an object, got array",
+    )
+    response = grade(server["url"], "mcq", [{"response": 7, "sample": {}}])
+    assert response.json()["detail"] == "items[0].response: expected a string, got number"
+
+
+def test_limits_answer_413_naming_the_setting(server):
+    too_many = grade(server["url"], "mcq", [{"response": "x", "sample": {}}] * 65)  # max_batch = 64
+    assert too_many.status_code == 413
+    assert "max_batch=64" in too_many.json()["detail"]
+    big = grade(server["url"], "mcq", [{"response": "x" * 150_000, "sample": {}}])  # max_body = 100 kB
+    assert big.status_code == 413
+    assert "max_body_bytes=100000" in big.json()["detail"]
+    # without a Content-Length header (chunked upload) the limit holds while reading
+    body = json.dumps({"reward": "mcq", "items": [{"response": "x" * 150_000, "sample": {}}]}).encode()
+    chunked = httpx.post(
+        f"{server['url']}/v1/grade", content=iter([body[:60_000], body[60_000:]]), headers=AUTH, timeout=30
+    )
+    assert chunked.status_code == 413
+    assert "more than 100000 bytes" in chunked.json()["detail"]
+
+
+def test_unknown_reward_and_import_paths_are_404(server):
+    for name in ("nope", "os:system", "rewards.mcq:grade_mcq"):
+        response = grade(server["url"], name, [mcq_item("A")])
+        assert response.status_code == 404
+        assert "unknown reward" in response.json()["detail"] and "'mcq'" in response.json()["detail"]
+
+
+def test_token_is_required_except_for_healthz(server):
+    assert grade(server["url"], "mcq", [mcq_item("A")], headers={}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert grade(server["url"], "mcq", [mcq_item("A")], headers=wrong).status_code == 401
+    assert httpx.get(f"{server['url']}/metrics").status_code == 401
+    assert httpx.get(f"{server['url']}/v1/rewards", headers=wrong).status_code == 401
+    assert httpx.get(f"{server['url']}/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------------- failing user functions
+def test_raising_hanging_and_crashing_functions_are_counted_and_server_keeps_answering(server):
+    url = server["url"]
+    before = get_metrics(url)
+
+    raised = grade(url, server["raises"], [mcq_item("A")] * 3).json()["results"]
+    assert [r["score"] for r in raised] == [0.0, 0.0, 0.0]
+    assert all("ValueError: this reward always fails" in r["error"] for r in raised)
+
+    slept = grade(url, "sleepy", [{"response": r, "sample": {}} for r in ("fast", "hang", "fast")])
+    assert [r["score"] for r in slept.json()["results"]] == [0.5, 0.0, 0.5]
+    assert slept.json()["results"][1]["error"] == "timeout after 1s"
+
+    crashed = grade(url, "crashy", [mcq_item("A")]).json()["results"]
+    assert crashed[0]["score"] == 0.0 and crashed[0]["error"].startswith("worker crashed")
+
+    assert grade(url, "mcq", [mcq_item("C")]).json()["results"][0]["correct"] is True
+    after = get_metrics(url)
+    delta = {
+        kind: metric(after, "rlsci_reward_item_errors_total", kind=kind)
+        - metric(before, "rlsci_reward_item_errors_total", kind=kind)
+        for kind in ("exception", "timeout", "crash")
+    }
+    assert delta == {"exception": 3.0, "timeout": 1.0, "crash": 1.0}
+    restarts = metric(after, "rlsci_reward_worker_restarts_total") - metric(
+        before, "rlsci_reward_worker_restarts_total"
+    )
+    assert restarts == 2.0  # one for the timeout, one for the crash
+    assert (
+        metric(after, "rlsci_reward_items_total", reward="sleepy")
+        - metric(before, "rlsci_reward_items_total", reward="sleepy")
+        == 3.0
+    )
+
+
+def test_metrics_count_requests_by_endpoint_and_status(server):
+    url = server["url"]
+    before = get_metrics(url)
+    grade(url, "mcq", [mcq_item("A")])
+    grade(url, "nope", [mcq_item("A")])
+    grade(url, "mcq", [mcq_item("A")], headers={})
+    after = get_metrics(url)
+    for status in ("200", "404", "401"):
+        labels = {"endpoint": "/v1/grade", "status": status}
+        assert (
+            metric(after, "rlsci_reward_requests_total", **labels)
+            - metric(before, "rlsci_reward_requests_total", **labels)
+            == 1.0
+        )
+    count = metric(after, "rlsci_reward_request_seconds_count", endpoint="/v1/grade")
+    assert count == metric(after, "rlsci_reward_request_seconds_bucket", endpoint="/v1/grade", le="+Inf") > 0
+    assert "# TYPE rlsci_reward_request_seconds histogram" in after
+
+
+# ---------------------------------------------------------------------- refusing to start
+def test_non_loopback_without_token_is_refused(server_processes):
+    env = {k: v for k, v in os.environ.items() if k != "RLSCI_REWARD_TOKEN"}
+    proc = server_processes.start(["--host", "0.0.0.0"], server_processes.free_port(), env=env)
+    assert proc.wait(timeout=60) == 2
+    assert "refusing to bind '0.0.0.0' without a token" in server_processes.log(proc)
+    server_processes.stop(proc)
+
+
+def test_function_that_cannot_load_stops_the_server_with_its_name(server_processes, tmp_path):
+    missing = tmp_path / "missing.py"
+    proc = server_processes.start([f"reward.fn={missing}:score"], server_processes.free_port())
+    assert proc.wait(timeout=60) == 2
+    assert f"file not found: {missing}" in server_processes.log(proc)
+    server_processes.stop(proc)
+
+
+def test_check_server_config():
+    check_server_config(RewardConfig())  # 127.0.0.1, no token: fine
+    check_server_config(RewardConfig(server=RewardServerConfig(host="0.0.0.0", token="t")))
+    check_server_config(RewardConfig(server=RewardServerConfig(host="::1")))
+    for host in ("0.0.0.0", "10.1.2.3", "my-host"):
+        with pytest.raises(ValueError, match="refusing to bind"):
+            check_server_config(RewardConfig(server=RewardServerConfig(host=host)))
+    with pytest.raises(ValueError, match="reward.timeout_s"):
+        check_server_config(RewardConfig(timeout_s=0))
+
+
+# ---------------------------------------------------------------------- parsing, without a server
+def test_parse_grade_request_defaults_reward_and_builds_samples():
+    body = json.dumps({"items": [{"response": "r", "sample": {"answer": "B", "paper_id": "p1"}}]}).encode()
+    reward, items = parse_grade_request(body, max_batch=4)
+    assert reward == "default"
+    ((response, sample),) = items
+    assert (response, sample.answer, sample.meta) == ("r", "B", {"paper_id": "p1"})
+
+
+def test_parse_grade_request_errors():
+    cases = {
+        b'{"items": [{"response": "r"}]}': (422, "items[0].sample: missing"),
+        b'{"items": [{"response": "r", "sample": {"meta": 3}}]}': (
+            422,
+            "items[0].sample.meta: expected an object",
+        ),
+        b'{"items": [5]}': (422, "items[0]: expected an object"),
+        b'{"items": [{}, {}, {}]}': (413, "max_batch=2"),
+        b"\xff\xfe": (400, "malformed JSON"),
+    }
+    for body, (status, text) in cases.items():
+        with pytest.raises(RequestError) as info:
+            parse_grade_request(body, max_batch=2)
+        assert info.value.status == status and text in info.value.message, body
