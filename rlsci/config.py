@@ -31,6 +31,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from rewards.config import RewardConfig
+from rlsci.data.config import DataConfig
+from rlsci.data.prompts import PromptConfig
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,8 @@ class RunConfig:
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
