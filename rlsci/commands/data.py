@@ -1,9 +1,9 @@
 """`rlsci data ...`: look at, generate and convert question datasets.
 
-    rlsci data inspect bundled:wildsci_sample                  # counts, tiers, answer-position bias
-    rlsci data inspect ../shared/benchmarks/mmlu_stem/test.jsonl --format mmlu --json
-    rlsci data synth --out data/synthetic --seed 0             # train/val/ood jsonl, no downloads
-    rlsci data export train.parquet --format verl --out verl/train.parquet
+rlsci data inspect bundled:wildsci_sample                  # counts, tiers, answer-position bias
+rlsci data inspect ../shared/benchmarks/mmlu_stem/test.jsonl --format mmlu --json
+rlsci data synth --out data/synthetic --seed 0             # train/val/ood jsonl, no downloads
+rlsci data export train.parquet --format verl --out verl/train.parquet
 """
 
 from __future__ import annotations
@@ -22,11 +22,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     formats = ", ".join(INPUT_FORMATS)
 
-    inspect = sub.add_parser("inspect", help="counts by domain, subdomain and tier; option counts; gold positions")
-    inspect.add_argument("sources", nargs="+", metavar="FILE", help="files, folders, bundled:NAME or hub ids (hf:org/name)")
-    inspect.add_argument("--format", default="auto", choices=INPUT_FORMATS, metavar="FORMAT", help=f"input format: {formats}")
+    inspect = sub.add_parser(
+        "inspect", help="counts by domain, subdomain and tier; option counts; gold positions"
+    )
     inspect.add_argument(
-        "--on-bad-row", default="skip", choices=("error", "skip"), help="skip (default): list bad rows and go on; error: refuse"
+        "sources", nargs="+", metavar="FILE", help="files, folders, bundled:NAME or hub ids (hf:org/name)"
+    )
+    inspect.add_argument(
+        "--format", default="auto", choices=INPUT_FORMATS, metavar="FORMAT", help=f"input format: {formats}"
+    )
+    inspect.add_argument(
+        "--on-bad-row",
+        default="skip",
+        choices=("error", "skip"),
+        help="skip (default): list bad rows and go on; error: refuse",
     )
     inspect.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
@@ -42,11 +51,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     export.add_argument("sources", nargs="+", metavar="IN", help="files, folders, bundled:NAME or hub ids")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
     export.add_argument("--out", required=True, help="output file")
-    export.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, metavar="FORMAT", help=f"input format: {formats}")
+    export.add_argument(
+        "--input-format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        metavar="FORMAT",
+        help=f"input format: {formats}",
+    )
     export.add_argument("--on-bad-row", default="error", choices=("error", "skip"))
     export.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
-    export.add_argument("--shuffle-seed", type=int, default=None, help="shuffle options as in epoch 0 of a run with this seed")
-    export.add_argument("--prompt-template", default=None, help="verl: prompt-template YAML (default: built-in)")
+    export.add_argument(
+        "--shuffle-seed", type=int, default=None, help="shuffle options as in epoch 0 of a run with this seed"
+    )
+    export.add_argument(
+        "--prompt-template", default=None, help="verl: prompt-template YAML (default: built-in)"
+    )
     export.add_argument("--system", default=None, help="verl: system message")
 
 

@@ -77,7 +77,9 @@ class BenchmarkFormat:
 
 
 FORMATS: dict[str, BenchmarkFormat] = {
-    "gpqa_diamond": BenchmarkFormat(gpqa_diamond_row, frozenset({"Correct Answer", "Incorrect Answer 1"}), seeded=True),
+    "gpqa_diamond": BenchmarkFormat(
+        gpqa_diamond_row, frozenset({"Correct Answer", "Incorrect Answer 1"}), seeded=True
+    ),
     "gpqa_aug": BenchmarkFormat(gpqa_aug_row),
     "super_gpqa": BenchmarkFormat(super_gpqa_row, frozenset({"answer_letter", "subfield"})),
     "mmlu_pro": BenchmarkFormat(mmlu_pro_row, frozenset({"question_id", "answer_index", "category"})),
@@ -94,7 +96,9 @@ FORMATS: dict[str, BenchmarkFormat] = {
 }
 
 
-def _with_source(convert: Callable[[Record], Sample | list[Sample]], name: str, rec: Record) -> Sample | list[Sample]:
+def _with_source(
+    convert: Callable[[Record], Sample | list[Sample]], name: str, rec: Record
+) -> Sample | list[Sample]:
     out = convert(rec)
     return replace(out, source=name) if isinstance(out, Sample) else [replace(s, source=name) for s in out]
 
@@ -113,14 +117,20 @@ def row_function(name: str, seed: int) -> tuple[RowFn, bool]:
     return partial(_with_source, convert, name), fmt.free_form
 
 
-def read_benchmark(name: str, path: str | Path, *, on_bad_row: OnBadRow = "error", seed: int = 0) -> LoadResult:
+def read_benchmark(
+    name: str, path: str | Path, *, on_bad_row: OnBadRow = "error", seed: int = 0
+) -> LoadResult:
     """Convert the file at `path` as benchmark `name`: samples and the load report."""
     row_fn, free_form = row_function(name, seed)
     records = benchmark_format(name).read(Path(path))
-    return convert_records(records, row_fn, source=f"{name} ({path})", on_bad_row=on_bad_row, free_form=free_form)
+    return convert_records(
+        records, row_fn, source=f"{name} ({path})", on_bad_row=on_bad_row, free_form=free_form
+    )
 
 
-def load_benchmark(name: str, path: str | Path, *, on_bad_row: OnBadRow = "error", seed: int = 0) -> list[Sample]:
+def load_benchmark(
+    name: str, path: str | Path, *, on_bad_row: OnBadRow = "error", seed: int = 0
+) -> list[Sample]:
     """The samples of `read_benchmark`; with on_bad_row="skip", dropped rows are logged as a
     warning (use read_benchmark to get the report itself)."""
     result = read_benchmark(name, path, on_bad_row=on_bad_row, seed=seed)
@@ -130,7 +140,9 @@ def load_benchmark(name: str, path: str | Path, *, on_bad_row: OnBadRow = "error
 
 
 # name -> converter of a whole file (strict: any bad row raises DataError)
-BENCHMARKS: dict[str, Callable[[Path], list[Sample]]] = {name: partial(load_benchmark, name) for name in FORMATS}
+BENCHMARKS: dict[str, Callable[[Path], list[Sample]]] = {
+    name: partial(load_benchmark, name) for name in FORMATS
+}
 
 
 def detect_benchmark(record: Any) -> str | None:

@@ -77,7 +77,9 @@ def pubmedqa_row(rec: Record) -> Sample:
     question = field_text(row, "QUESTION" if upper else "question", "missing_question")
     context = row if upper else row.get("context")
     if not isinstance(context, Mapping):
-        raise RowError("context", "bad_value", f"expected an object {{contexts, labels}}, got {show(context)}")
+        raise RowError(
+            "context", "bad_value", f"expected an object {{contexts, labels}}, got {show(context)}"
+        )
     paragraphs = context.get("CONTEXTS" if upper else "contexts")
     if not isinstance(paragraphs, list) or not paragraphs:
         raise RowError("contexts", "missing_field", f"expected a list of paragraphs, got {show(paragraphs)}")
@@ -115,7 +117,8 @@ def _target_scores(value: Any, field: str) -> list[tuple[str, float]]:
     else:
         raise RowError(field, "options_type", f"expected {{option text: score}}, got {show(value)}")
     if not isinstance(pairs, list) or not all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], int | float) and not isinstance(p[1], bool) for p in pairs
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], int | float) and not isinstance(p[1], bool)
+        for p in pairs
     ):
         raise RowError(field, "bad_value", f"expected {{option text: number}}, got {show(value)}")
     texts = [t.strip() for t, _ in pairs]
@@ -141,21 +144,35 @@ def chembench_row(rec: Record) -> list[Sample]:
             raise RowError(f"examples[{k}]", "not_an_object", f"expected an object, got {show(example)}")
         scores = _target_scores(example.get("target_scores"), f"examples[{k}].target_scores")
         if any(s not in (0.0, 1.0) for _, s in scores):
-            raise RowError(f"examples[{k}].target_scores", "bad_value", f"partial-credit scores {sorted({s for _, s in scores})}")
+            raise RowError(
+                f"examples[{k}].target_scores",
+                "bad_value",
+                f"partial-credit scores {sorted({s for _, s in scores})}",
+            )
         correct = [i for i, (_, s) in enumerate(scores) if s == 1.0]
         if len(correct) != 1:
             reason = "multiple_correct" if correct else "bad_value"
-            raise RowError(f"examples[{k}].target_scores", reason, f"{len(correct)} options marked correct; one gold letter needs exactly 1")
+            raise RowError(
+                f"examples[{k}].target_scores",
+                reason,
+                f"{len(correct)} options marked correct; one gold letter needs exactly 1",
+            )
         question = as_text(example.get("input"), f"examples[{k}].input", "missing_question")
         out.append(
             Sample(
-                id=content_id("chembench", name, optional_text(row, "uuid"), question, *(t for t, _ in scores)),
+                id=content_id(
+                    "chembench", name, optional_text(row, "uuid"), question, *(t for t, _ in scores)
+                ),
                 question=question,
                 options=normalize_options([t for t, _ in scores], f"examples[{k}].target_scores"),
                 answer=LETTERS[correct[0]],
                 domain="chemistry",
                 subdomain=optional_text(row, "subject"),
-                meta={"task": name, "uuid": optional_text(row, "uuid"), "keywords": row.get("keywords") or []},
+                meta={
+                    "task": name,
+                    "uuid": optional_text(row, "uuid"),
+                    "keywords": row.get("keywords") or [],
+                },
             )
         )
     return out

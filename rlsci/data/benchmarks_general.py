@@ -35,11 +35,15 @@ from rlsci.data.options import LETTERS, content_id, letters, stable_permutation
 
 def _gpqa_parts(row: Mapping[str, Any]) -> tuple[str, str, list[str]]:
     """(record id, question, [correct, incorrect 1..3]) of a GPQA row (CSV or JSON columns)."""
-    texts = [field_text(row, "Correct Answer")] + [field_text(row, f"Incorrect Answer {i}") for i in (1, 2, 3)]
+    texts = [field_text(row, "Correct Answer")] + [
+        field_text(row, f"Incorrect Answer {i}") for i in (1, 2, 3)
+    ]
     return field_text(row, "Record ID"), field_text(row, "Question", "missing_question"), texts
 
 
-def _gpqa_sample(row: Mapping[str, Any], sid: str, question: str, options: dict[str, str], answer: str, meta: dict) -> Sample:
+def _gpqa_sample(
+    row: Mapping[str, Any], sid: str, question: str, options: dict[str, str], answer: str, meta: dict
+) -> Sample:
     return Sample(
         id=sid,
         question=question,
@@ -60,7 +64,9 @@ def gpqa_aug_row(rec: Record) -> list[Sample]:
     out = []
     for r in range(4):
         options = {LETTERS[k]: texts[(k - r) % 4] for k in range(4)}
-        out.append(_gpqa_sample(row, f"{rid}:r{r}", question, options, LETTERS[r], {"base_id": rid, "rotation": r}))
+        out.append(
+            _gpqa_sample(row, f"{rid}:r{r}", question, options, LETTERS[r], {"base_id": rid, "rotation": r})
+        )
     return out
 
 
@@ -104,7 +110,11 @@ def mmlu_pro_row(rec: Record) -> Sample:
     if "answer_index" in row:
         index = index_field(row["answer_index"], "answer_index", len(LETTERS))
         if LETTERS[index] != letter:
-            raise RowError("answer_index", "answer_mismatch", f"answer {letter!r} but answer_index {index} ({LETTERS[index]})")
+            raise RowError(
+                "answer_index",
+                "answer_mismatch",
+                f"answer {letter!r} but answer_index {index} ({LETTERS[index]})",
+            )
     return Sample(
         id=f"mmlu_pro-{field_text(row, 'question_id')}",
         question=field_text(row, "question", "missing_question"),
@@ -143,11 +153,19 @@ def mmlu_row(rec: Record) -> Sample:
     """MMLU: question, options or choices (list of 4), answer (letter or 0-based index),
     topic or subject. domain = topic/subject. id = "mmlu-<id>" when the row has one."""
     if isinstance(rec.value, list):
-        raise RowError("<record>", "bad_value", f"expected 6 CSV cells (question, A-D, answer), got {len(rec.value)}")
+        raise RowError(
+            "<record>", "bad_value", f"expected 6 CSV cells (question, A-D, answer), got {len(rec.value)}"
+        )
     row = require_object(rec)
-    options = normalize_options(row.get("options", row.get("choices")), "options" if "options" in row else "choices")
+    options = normalize_options(
+        row.get("options", row.get("choices")), "options" if "options" in row else "choices"
+    )
     answer = row.get("answer")
-    letter = letters(len(options))[index_field(answer, "answer", len(options))] if isinstance(answer, int) else as_text(answer, "answer")
+    letter = (
+        letters(len(options))[index_field(answer, "answer", len(options))]
+        if isinstance(answer, int)
+        else as_text(answer, "answer")
+    )
     question = field_text(row, "question", "missing_question")
     subject = optional_text(row, "topic") or optional_text(row, "subject")
     has_id = not is_missing(row.get("id"))
@@ -173,12 +191,16 @@ def arc_row(rec: Record) -> Sample:
         raise RowError("question", "bad_value", f"expected an object {{stem, choices}}, got {show(q)}")
     choices = q.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, Mapping) for c in choices):
-        raise RowError("question.choices", "options_type", f"expected a list of {{label, text}}, got {show(choices)}")
+        raise RowError(
+            "question.choices", "options_type", f"expected a list of {{label, text}}, got {show(choices)}"
+        )
     labels = [as_text(c.get("label"), f"question.choices[{i}].label") for i, c in enumerate(choices)]
     options = normalize_options([c.get("text") for c in choices], "question.choices")
     key = field_text(row, "answerKey")
     if key not in labels:
-        raise RowError("answerKey", "answer_not_option", f"answerKey {key!r} is not one of the labels {labels}")
+        raise RowError(
+            "answerKey", "answer_not_option", f"answerKey {key!r} is not one of the labels {labels}"
+        )
     meta = {} if labels == list(letters(len(labels))) else {"labels": labels}
     return Sample(
         id=field_text(row, "id"),
@@ -247,7 +269,11 @@ def piqa_row(rec: Record) -> Sample:
     goal = field_text(row, "goal", "missing_question")
     sols = [field_text(row, "sol1"), field_text(row, "sol2")]
     if "label" not in row:
-        raise RowError("label", "missing_field", "no label (PIQA publishes labels in a separate .lst file: merge them in)")
+        raise RowError(
+            "label",
+            "missing_field",
+            "no label (PIQA publishes labels in a separate .lst file: merge them in)",
+        )
     return Sample(
         id=content_id("piqa", goal, *sols),
         question=goal,

@@ -29,9 +29,9 @@ from rlsci.data.loaders import (
     LoadReport,
     LoadResult,
     OnBadRow,
-    Record,
     RowFn,
     convert_records,
+    read_each,
     read_source,
     sample_row,
 )
@@ -81,36 +81,27 @@ def load_any(
     options of benchmarks published without letters."""
     if format not in INPUT_FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(INPUT_FORMATS)}")
-    source_list = [sources] if isinstance(sources, str | Path) else list(sources)
-    if not source_list:
-        raise DataError("no data sources given")
-    records: list[Record] = []
-    detected: dict[str, str] = {}
-    for source in source_list:
-        found = _read(source, format, split)
-        if not found:
-            raise DataError(f"{source}: holds no rows")
-        if format == "auto":
-            name = detect_format(found[0].value)
-            if name is None:
+    if format in BENCHMARK_FORMATS:
+        per_source = read_each(sources, lambda source: BENCHMARK_FORMATS[format].read(Path(source)))
+    else:
+        per_source = read_each(sources, lambda source: read_source(source, split))
+    name = format
+    if format == "auto":
+        detected = {source: detect_format(found[0].value) for source, found in per_source.items()}
+        for source, found in per_source.items():
+            if detected[source] is None:
                 raise DataError(
                     f"{source}: cannot tell the format from its first row (fields: {_fields(found[0].value)}); "
                     f"pass the format explicitly, one of {', '.join(INPUT_FORMATS[1:])}"
                 )
-            detected[str(source)] = name
-        records.extend(found)
-    if len(set(detected.values())) > 1:
-        raise DataError(f"sources of different formats cannot be loaded together: {detected}")
-    name = format if format != "auto" else next(iter(detected.values()))
+        if len(set(detected.values())) > 1:
+            raise DataError(f"sources of different formats cannot be loaded together: {detected}")
+        name = next(iter(detected.values()))
     row_fn, free_form = _row_function(name, seed)
-    label = ", ".join(str(s) for s in source_list)
-    return convert_records(records, row_fn, source=label, on_bad_row=on_bad_row, free_form=free_form)
-
-
-def _read(source: str | Path, format: str, split: str) -> list[Record]:
-    if format in BENCHMARK_FORMATS:
-        return BENCHMARK_FORMATS[format].read(Path(source))
-    return read_source(source, split)
+    records = [r for found in per_source.values() for r in found]
+    return convert_records(
+        records, row_fn, source=", ".join(per_source), on_bad_row=on_bad_row, free_form=free_form
+    )
 
 
 def _fields(value: Any) -> str:
@@ -121,8 +112,8 @@ def _row_function(name: str, seed: int) -> tuple[RowFn, bool]:
     """(row function, free_form) of a format name."""
     if name == "wildsci":
         return wildsci_row, False
-    if name == "samples":
-        return sample_row, False
+    if name == "samples":  # rlsci's own rows: options {} marks a free-form question
+        return sample_row, True
     return benchmark_row_function(name, seed)
 
 
@@ -131,7 +122,9 @@ def subset(samples: Sequence[Sample], n: int | None, seed: int) -> list[Sample]:
     input order; all of them when n is None or >= len(samples)."""
     if n is None or n >= len(samples):
         return list(samples)
-    chosen = set(sorted(range(len(samples)), key=lambda i: (stable_int("subset", seed, samples[i].id), i))[:n])
+    chosen = set(
+        sorted(range(len(samples)), key=lambda i: (stable_int("subset", seed, samples[i].id), i))[:n]
+    )
     return [s for i, s in enumerate(samples) if i in chosen]
 
 
@@ -147,13 +140,19 @@ def build_data(cfg: DataConfig, *, with_train: bool = True) -> DataBundle:
     if with_train or cfg.val.source == "wildsci_val":
         if not cfg.train:
             raise DataError("data.train is empty: give files, folders, bundled:NAME or hub ids (hf:org/name)")
-        loaded = load_any(cfg.train, format=cfg.format, on_bad_row=cfg.on_bad_row, split=cfg.split, seed=cfg.seed)
+        loaded = load_any(
+            cfg.train, format=cfg.format, on_bad_row=cfg.on_bad_row, split=cfg.split, seed=cfg.seed
+        )
         reports["train"] = loaded.report
         train = filter_samples(loaded.samples, disciplines=cfg.disciplines or None)
         if cfg.val.source == "wildsci_val":
-            train, val = split_val(train, cfg.val.per_discipline, cfg.seed, exclude_from_train=cfg.val.exclude_from_train)
+            train, val = split_val(
+                train, cfg.val.per_discipline, cfg.seed, exclude_from_train=cfg.val.exclude_from_train
+            )
     if cfg.val.source == "file":
-        loaded_val = load_any(cfg.val.path, format=cfg.val.format, on_bad_row=cfg.on_bad_row, split=cfg.split, seed=cfg.seed)
+        loaded_val = load_any(
+            cfg.val.path, format=cfg.val.format, on_bad_row=cfg.on_bad_row, split=cfg.split, seed=cfg.seed
+        )
         reports["val"] = loaded_val.report
         val = loaded_val.samples
         if cfg.val.exclude_from_train:

@@ -64,24 +64,34 @@ class DataConfig:
             errors.append(f"data.format must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
         unknown = [t for t in self.voting_tiers if t not in VOTING_TIERS]
         if unknown or not self.voting_tiers:
-            errors.append(f"data.voting_tiers must be a non-empty subset of {list(VOTING_TIERS)}, got {self.voting_tiers}")
+            errors.append(
+                f"data.voting_tiers must be a non-empty subset of {list(VOTING_TIERS)}, got {self.voting_tiers}"
+            )
         if self.val.source == "wildsci_val":
             if self.val.per_discipline < 1:
                 errors.append(f"data.val.per_discipline must be >= 1, got {self.val.per_discipline}")
-            if self.format not in ("auto", "wildsci"):
-                errors.append(f"data.val.source=wildsci_val needs WildSci rows (voting_type), but data.format={self.format!r}")
+            if self.format in INPUT_FORMATS and self.format not in ("auto", "wildsci"):
+                errors.append(
+                    f"data.val.source=wildsci_val needs WildSci rows (voting_type), but data.format={self.format!r}"
+                )
         if self.val.source == "file" and not self.val.path:
             errors.append("data.val.source=file needs data.val.path")
         if self.val.format not in INPUT_FORMATS:
-            errors.append(f"data.val.format must be one of {', '.join(INPUT_FORMATS)}, got {self.val.format!r}")
+            errors.append(
+                f"data.val.format must be one of {', '.join(INPUT_FORMATS)}, got {self.val.format!r}"
+            )
         labels = [b.label or b.name for b in self.ood]
         for i, b in enumerate(self.ood):
             if b.name not in BENCHMARK_FORMATS:
-                errors.append(f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: {', '.join(BENCHMARK_FORMATS)}")
+                errors.append(
+                    f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: {', '.join(BENCHMARK_FORMATS)}"
+                )
             if not b.path:
                 errors.append(f"data.ood[{i}].path must name the benchmark's file")
-            if labels.count(labels[i]) > 1:
-                errors.append(f"data.ood[{i}].label {labels[i]!r} is used twice: give each benchmark a unique label")
+            if labels[i] in labels[:i]:
+                errors.append(
+                    f"data.ood[{i}].label {labels[i]!r} is used twice: give each benchmark a unique label"
+                )
             if b.max_samples is not None and b.max_samples < 1:
                 errors.append(f"data.ood[{i}].max_samples must be >= 1 or null, got {b.max_samples}")
         if self.max_train_samples is not None and self.max_train_samples < 1:

@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # rlsci.data.prompts imports transformers: only when renderin
 EXPORT_FORMATS = ("verl", "jsonl", "parquet")
 
 
-def verl_rows(samples: Sequence[Sample], template: PromptTemplate | PromptConfig | None = None) -> list[dict[str, Any]]:
+def verl_rows(
+    samples: Sequence[Sample], template: PromptTemplate | PromptConfig | None = None
+) -> list[dict[str, Any]]:
     """verl rows (module docstring) of multiple-choice samples. `template`: a
     rlsci.data.prompts PromptTemplate or PromptConfig (default: the built-in template)."""
     from rlsci.data.prompts import DEFAULT_TEMPLATE, render_messages
@@ -52,14 +54,23 @@ def verl_rows(samples: Sequence[Sample], template: PromptTemplate | PromptConfig
             "prompt": render_messages(s, template or DEFAULT_TEMPLATE),
             "ability": "science",
             "reward_model": {"style": "rule", "ground_truth": s.answer},
-            "extra_info": {"index": i, "id": s.id, "options": dict(s.options), "domain": s.domain, "subdomain": s.subdomain},
+            "extra_info": {
+                "index": i,
+                "id": s.id,
+                "options": dict(s.options),
+                "domain": s.domain,
+                "subdomain": s.subdomain,
+            },
         }
         for i, s in enumerate(samples)
     ]
 
 
 def write_samples(
-    samples: Sequence[Sample], path: str | Path, format: str, template: PromptTemplate | PromptConfig | None = None
+    samples: Sequence[Sample],
+    path: str | Path,
+    format: str,
+    template: PromptTemplate | PromptConfig | None = None,
 ) -> Path:
     """Write `samples` to `path` as verl parquet, rlsci jsonl or rlsci parquet."""
     if format not in EXPORT_FORMATS:
@@ -80,7 +91,11 @@ def write_samples(
         rows = verl_rows(samples, template)
     else:
         rows = [
-            {**s.to_dict(), "options": json.dumps(s.options, ensure_ascii=False), "meta": json.dumps(s.meta, ensure_ascii=False)}
+            {
+                **s.to_dict(),
+                "options": json.dumps(s.options, ensure_ascii=False),
+                "meta": json.dumps(s.meta, ensure_ascii=False),
+            }
             for s in samples
         ]
     pq.write_table(pa.Table.from_pylist(rows), path)

@@ -79,6 +79,8 @@ class RowError(Exception):
     """Raised by a row function: `field` of the record is wrong for `reason` (a key of REASONS)."""
 
     def __init__(self, field: str, reason: str, detail: str) -> None:
+        if reason not in REASONS and reason not in WARNINGS:
+            raise ValueError(f"unknown bad-row reason {reason!r}; add it to REASONS or WARNINGS")
         super().__init__(f"{field}: {detail} [{reason}]")
         self.field, self.reason, self.detail = field, reason, detail
 
@@ -170,17 +172,26 @@ def load_samples(
     `split` is the split read from a hub dataset; `free_form` allows questions without options
     (the answer is then a reference text). Raises DataError on a missing source, an empty one,
     or (on_bad_row="error") any bad row."""
+    per_source = read_each(sources, lambda source: read_source(source, split))
+    records = [r for found in per_source.values() for r in found]
+    return convert_records(
+        records, row_fn, source=", ".join(per_source), on_bad_row=on_bad_row, free_form=free_form
+    )
+
+
+def read_each(
+    sources: str | Path | Sequence[str | Path], read: Callable[[str | Path], list[Record]]
+) -> dict[str, list[Record]]:
+    """{source: its records} for one source or several; DataError when none is given or one is empty."""
     source_list = [sources] if isinstance(sources, str | Path) else list(sources)
     if not source_list:
         raise DataError("no data sources given")
-    records: list[Record] = []
+    out = {}
     for source in source_list:
-        found = read_source(source, split)
-        if not found:
+        out[str(source)] = read(source)
+        if not out[str(source)]:
             raise DataError(f"{source}: holds no rows")
-        records.extend(found)
-    label = ", ".join(str(s) for s in source_list)
-    return convert_records(records, row_fn, source=label, on_bad_row=on_bad_row, free_form=free_form)
+    return out
 
 
 def convert_records(
@@ -213,7 +224,9 @@ def convert_records(
         for s in samples:
             if s.id in first_seen:
                 first = first_seen[s.id]
-                problems.append(RowError("id", "duplicate_id", f"id {s.id!r} already used at {first.file}:{first.row}"))
+                problems.append(
+                    RowError("id", "duplicate_id", f"id {s.id!r} already used at {first.file}:{first.row}")
+                )
         rows = [BadRow(rec.file, rec.row, p.field, p.reason, p.detail) for p in problems]
         errors = [b for b in rows if b.reason not in WARNINGS]
         if errors:
@@ -265,15 +278,23 @@ def check_sample(sample: Sample, *, free_form: bool = False) -> list[RowError]:
         return problems
     keys = list(sample.options)
     if keys != list(LETTERS[: len(keys)]):
-        problems.append(RowError("options", "option_letters", f"expected A, B, C, ... in order, got {', '.join(keys)}"))
+        problems.append(
+            RowError("options", "option_letters", f"expected A, B, C, ... in order, got {', '.join(keys)}")
+        )
     if len(keys) < 2:
-        problems.append(RowError("options", "too_few_options", f"{len(keys)} option(s); a question needs at least 2"))
+        problems.append(
+            RowError("options", "too_few_options", f"{len(keys)} option(s); a question needs at least 2")
+        )
     for letter, text in sample.options.items():
         if not text.strip():
             problems.append(RowError(f"options.{letter}", "option_not_text", f"option {letter} is empty"))
     if sample.answer not in sample.options:
         problems.append(
-            RowError("answer", "answer_not_option", f"answer {sample.answer!r} is not one of the option letters {''.join(keys)}")
+            RowError(
+                "answer",
+                "answer_not_option",
+                f"answer {sample.answer!r} is not one of the option letters {''.join(keys)}",
+            )
         )
         return problems
     by_text: dict[str, list[str]] = {}
@@ -281,9 +302,17 @@ def check_sample(sample: Sample, *, free_form: bool = False) -> list[RowError]:
         by_text.setdefault(text_key(text), []).append(letter)
     for same in (group for group in by_text.values() if len(group) > 1):
         if sample.answer in same:
-            problems.append(RowError("options", "ambiguous_gold", f"options {', '.join(same)} have the same text and {sample.answer} is the answer"))
+            problems.append(
+                RowError(
+                    "options",
+                    "ambiguous_gold",
+                    f"options {', '.join(same)} have the same text and {sample.answer} is the answer",
+                )
+            )
         else:
-            problems.append(RowError("options", "duplicate_option_text", f"options {', '.join(same)} have the same text"))
+            problems.append(
+                RowError("options", "duplicate_option_text", f"options {', '.join(same)} have the same text")
+            )
     return problems
 
 
@@ -348,7 +377,11 @@ def index_field(value: Any, field: str, n: int) -> int:
 def check_answer_text(options: dict[str, str], letter: str, text: Any, field: str) -> None:
     """A published answer text must be the text of the published answer letter."""
     if letter in options and not is_missing(text) and text_key(str(text)) != text_key(options[letter]):
-        raise RowError(field, "answer_mismatch", f"answer text {str(text)[:60]!r} differs from option {letter} {options[letter][:60]!r}")
+        raise RowError(
+            field,
+            "answer_mismatch",
+            f"answer text {str(text)[:60]!r} differs from option {letter} {options[letter][:60]!r}",
+        )
 
 
 def normalize_options(raw: Any, field: str = "options") -> dict[str, str]:
@@ -366,14 +399,20 @@ def normalize_options(raw: Any, field: str = "options") -> dict[str, str]:
         items = {str(k).strip(): v for k, v in raw.items() if v is not None}
         keys = sorted(items)
         if keys != list(LETTERS[: len(keys)]):
-            raise RowError(field, "option_letters", f"expected the letters A, B, C, ... without gaps, got {', '.join(keys) or 'none'}")
+            raise RowError(
+                field,
+                "option_letters",
+                f"expected the letters A, B, C, ... without gaps, got {', '.join(keys) or 'none'}",
+            )
         pairs = [(k, items[k]) for k in keys]
     elif isinstance(raw, list | tuple):
         if len(raw) > len(LETTERS):
             raise RowError(field, "bad_value", f"{len(raw)} options; at most {len(LETTERS)} can be lettered")
         pairs = list(zip(LETTERS, raw, strict=False))
     else:
-        raise RowError(field, "options_type", f"expected an object {{letter: text}} or a list, got {show(raw)}")
+        raise RowError(
+            field, "options_type", f"expected an object {{letter: text}} or a list, got {show(raw)}"
+        )
     out = {}
     for letter, value in pairs:
         if is_missing(value) or isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -391,7 +430,8 @@ def meta_of(row: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
 def sample_row(rec: Record) -> Sample:
     """A row in rlsci's own format (`Sample.to_dict()`, as written by `rlsci data export
     --format jsonl|parquet`): id, question, options, answer, domain, subdomain, source, meta.
-    Other fields go into meta; a missing id becomes a content id."""
+    Other fields go into meta; a missing id becomes a content id. Options {} mark a free-form
+    question (load with free_form=True); a missing `options` field is an error."""
     row = require_object(rec)
     question = field_text(row, "question", "missing_question")
     options = normalize_options(row.get("options"))
@@ -403,15 +443,14 @@ def sample_row(rec: Record) -> Sample:
             raise RowError("meta", "bad_value", f"not JSON: {exc.msg}") from exc
     if not isinstance(meta, Mapping):
         raise RowError("meta", "bad_value", f"expected an object, got {show(meta)}")
-    text = {k: "" if is_missing(row.get(k)) else str(row.get(k)).strip() for k in ("id", "answer", "domain", "subdomain", "source")}
     return Sample(
-        id=text["id"] or content_id("q", question, *options.values()),
+        id=optional_text(row, "id") or content_id("q", question, *options.values()),
         question=question,
         options=options,
-        answer=text["answer"],
-        domain=text["domain"],
-        subdomain=text["subdomain"],
-        source=text["source"],
+        answer=optional_text(row, "answer"),
+        domain=optional_text(row, "domain"),
+        subdomain=optional_text(row, "subdomain"),
+        source=optional_text(row, "source"),
         meta={**meta, **meta_of(row, SAMPLE_FIELDS)},
     )
 
@@ -444,7 +483,12 @@ def read_source(source: str | Path, split: str = "train") -> list[Record]:
     if path.is_file():
         return read_records(path)
     if _HUB_ID.fullmatch(text) and path.suffix not in SUFFIXES:
-        return read_hub(text, split)
+        try:
+            return read_hub(text, split)
+        except DataError as exc:
+            raise DataError(
+                f"{text}: not a local file or folder; as a Hugging Face dataset id: {exc}"
+            ) from exc
     raise DataError(f"{text}: no such file or folder")
 
 

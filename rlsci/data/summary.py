@@ -102,5 +102,7 @@ def format_summary(summary: DatasetSummary, report: LoadReport | None = None) ->
         for letter, count in summary.answer_position.items():
             exp = summary.answer_position_expected[letter]
             ratio = count / exp if exp else float("nan")
-            lines.append(f"  {letter}  {count:>7}  {100 * count / max(n_mcq, 1):5.1f}%  expected {exp:9.1f}  ratio {ratio:4.2f}")
+            lines.append(
+                f"  {letter}  {count:>7}  {100 * count / max(n_mcq, 1):5.1f}%  expected {exp:9.1f}  ratio {ratio:4.2f}"
+            )
     return "\n".join(lines)

@@ -34,10 +34,10 @@ from rlsci.data.loaders import (
     Record,
     RowError,
     field_text,
-    is_missing,
     load_samples,
     meta_of,
     normalize_options,
+    optional_text,
     require_object,
     show,
 )
@@ -71,18 +71,21 @@ def wildsci_row(rec: Record) -> Sample:
     options = normalize_options(row.get("options"))
     tier = row.get("voting_type")
     if tier not in VOTING_TIERS:
-        raise RowError("voting_type", "bad_value", f"expected one of {', '.join(VOTING_TIERS)}, got {show(tier)}")
+        raise RowError(
+            "voting_type", "bad_value", f"expected one of {', '.join(VOTING_TIERS)}, got {show(tier)}"
+        )
     votes = row.get("voting_answers")
     if votes is not None and not isinstance(votes, list | tuple):
-        raise RowError("voting_answers", "bad_value", f"expected a list of letters (nulls allowed), got {show(votes)}")
-    row_id = "" if is_missing(row.get("id")) else str(row["id"]).strip()
+        raise RowError(
+            "voting_answers", "bad_value", f"expected a list of letters (nulls allowed), got {show(votes)}"
+        )
     return Sample(
-        id=row_id or content_id(SOURCE, question, *options.values()),
+        id=optional_text(row, "id") or content_id(SOURCE, question, *options.values()),
         question=question,
         options=options,
-        answer="" if is_missing(row.get("answer")) else str(row["answer"]).strip(),
+        answer=optional_text(row, "answer"),
         domain=field_text(row, "discipline"),
-        subdomain="" if is_missing(row.get("nc_subdomain")) else str(row["nc_subdomain"]).strip(),
+        subdomain=optional_text(row, "nc_subdomain"),
         source=SOURCE,
         meta=meta_of(row, _USED),
     )

@@ -21,7 +21,9 @@ def bench_file() -> Callable[[str], Path]:
     def get(rel: str) -> Path:
         path = BENCH_DIR / rel
         if not path.is_file():
-            pytest.skip(f"real benchmark file {path.resolve()} is absent (expected under <repo>/../shared/benchmarks/)")
+            pytest.skip(
+                f"real benchmark file {path.resolve()} is absent (expected under <repo>/../shared/benchmarks/)"
+            )
         return path
 
     return get

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rewards.base import Sample
 from rlsci.data.loaders import (
     SHOWN_BAD_ROWS,
     DataError,
@@ -27,7 +28,6 @@ from rlsci.data.loaders import (
     sample_row,
 )
 from rlsci.data.wildsci import load_wildsci, wildsci_row
-from rewards.base import Sample
 
 # ----------------------------------------------------------------------------- reading
 
@@ -57,7 +57,9 @@ def test_json_list_object_of_records_and_json_lines_in_a_json_file(tmp_path):
 def test_csv_parquet_folder_glob_and_bundled(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.csv").write_text("question,answer\nWhy?,A\n", encoding="utf-8")
-    pq.write_table(pa.Table.from_pylist([{"question": "How?"}, {"question": "When?"}]), tmp_path / "d" / "b.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"question": "How?"}, {"question": "When?"}]), tmp_path / "d" / "b.parquet"
+    )
     (tmp_path / "d" / "notes.txt").write_text("ignored")
     rows = read_source(tmp_path / "d")  # sorted: a.csv then b.parquet; the .txt file is not read
     assert [r.value["question"] for r in rows] == ["Why?", "How?", "When?"]
@@ -143,7 +145,9 @@ def test_duplicate_ids_across_files_name_the_first_occurrence(write_rows, ws_row
 def test_identical_questions_without_ids_are_duplicates(write_rows, ws_row):
     # WildSci rows carry no id: the content id (question + options) makes exact copies collide
     path = write_rows("w.jsonl", [ws_row("Same?"), ws_row("Other?"), ws_row("Same?")])
-    with pytest.raises(DataError, match=r"w.jsonl:3: id: id 'wildsci-[0-9a-f]{12}' already used at .*w.jsonl:1"):
+    with pytest.raises(
+        DataError, match=r"w.jsonl:3: id: id 'wildsci-[0-9a-f]{12}' already used at .*w.jsonl:1"
+    ):
         load_wildsci(path)
 
 
@@ -198,9 +202,24 @@ def test_check_sample_free_form():
 
 
 def test_sample_rows_round_trip_and_extra_fields_go_to_meta():
-    row = {"id": "s1", "question": "q?", "options": ["a", "b"], "answer": "B", "domain": "d", "meta": {"k": 1}, "extra": 2}
+    row = {
+        "id": "s1",
+        "question": "q?",
+        "options": ["a", "b"],
+        "answer": "B",
+        "domain": "d",
+        "meta": {"k": 1},
+        "extra": 2,
+    }
     sample = sample_row(Record("f", 1, row))
-    assert sample == Sample(id="s1", question="q?", options={"A": "a", "B": "b"}, answer="B", domain="d", meta={"k": 1, "extra": 2})
+    assert sample == Sample(
+        id="s1",
+        question="q?",
+        options={"A": "a", "B": "b"},
+        answer="B",
+        domain="d",
+        meta={"k": 1, "extra": 2},
+    )
     assert sample_row(Record("f", 1, sample.to_dict())) == sample
 
 
@@ -241,6 +260,7 @@ def test_unreachable_hub_names_the_id_split_and_cause(monkeypatch):
     with pytest.raises(DataError) as info:
         load_wildsci("org/wildsci-copy", split="train")  # an id: no such local path
     message = str(info.value)
+    assert message.startswith("org/wildsci-copy: not a local file or folder; as a Hugging Face dataset id: ")
     assert "cannot load 'org/wildsci-copy' (split 'train') from the Hugging Face hub" in message
     assert "ConnectionError: Couldn't reach 'org/wildsci-copy'" in message
     assert "--local-dir DIR" in message
@@ -260,7 +280,9 @@ def test_hub_rows_are_checked_like_file_rows(monkeypatch, ws_row):
     assert str(result.report.skipped[0]).startswith("hf:org/name[validation]:2: answer: ")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="the optional `datasets` package is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("datasets") is None, reason="the optional `datasets` package is not installed"
+)
 def test_real_datasets_offline_gives_a_data_error():
     code = (
         "from rlsci.data.loaders import DataError, read_hub\n"
@@ -269,7 +291,9 @@ def test_real_datasets_offline_gives_a_data_error():
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "DataError: cannot load 'JustinTX/WildSci' (split 'train') from the Hugging Face hub" in out.stdout, out.stderr
+    assert (
+        "DataError: cannot load 'JustinTX/WildSci' (split 'train') from the Hugging Face hub" in out.stdout
+    ), out.stderr
 
 
 def test_wildsci_row_function_maps_fields():

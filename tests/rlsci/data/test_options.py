@@ -99,6 +99,8 @@ def test_order_does_not_depend_on_the_process_hash_seed():
     outs = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
         outs.append(json.loads(run.stdout))
     assert outs[0] == outs[1] == [shuffle_options(TEN, 0, e).meta["option_order"] for e in range(5)]

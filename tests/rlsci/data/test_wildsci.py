@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
+from rewards.base import Sample
 from rlsci.data.loaders import DataError
 from rlsci.data.wildsci import DISCIPLINES, VOTING_TIERS, filter_samples, load_wildsci, split_val
-from rewards.base import Sample
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,9 @@ def test_val_on_the_bundled_sample_varies_with_the_seed(bundled):
 
 
 def test_val_needs_enough_all_aligned_questions(bundled):
-    with pytest.raises(DataError, match=r"needs 3 all_aligned questions per discipline; too few in Biology: 2, Chemistry: 2"):
+    with pytest.raises(
+        DataError, match=r"needs 3 all_aligned questions per discipline; too few in Biology: 2, Chemistry: 2"
+    ):
         split_val(bundled, per_discipline=3, seed=0)
     with pytest.raises(ValueError, match="per_discipline must be >= 1"):
         split_val(bundled, per_discipline=0, seed=0)
