@@ -12,7 +12,8 @@ Modes:
   in the last paragraph, or the final line naming one option's text.
 
 How the committed option is chosen (the rules themselves live in `rewards.mcq_rules`):
-1. Reasoning is dropped: only the text after the last `</think>` is graded; a `<think>` that is
+1. Reasoning is dropped: only the text after the last `</think>` is graded (a template that
+   opens `<think>` in the prompt leaves only the `</think>` in the response); a `<think>` that is
    never closed is truncated reasoning and has no prediction (rule "unclosed_think").
 2. Explicit commitments are ordered by position and the LAST one wins ("the answer is A ...
    wait ... final answer: D" -> D).
@@ -29,9 +30,11 @@ Scores: correct / wrong / no_answer, plus format_bonus when format_ok. A respons
 prediction gets `correct=False` (it is not right), `pred=None`, `extracted_by=None`, and
 `info={"rule": ..., "candidates": [...]}` saying why when a rule saw something.
 
-Speed (one core, ~2 KB chain-of-thought responses ending in "Answer: X"): see
-tests/rewards/test_mcq.py and the report; the grader searches the last ~600 characters first
-and reads further back only when the final cluster could extend there.
+Speed: every rule is anchored on a keyword found with `str.find`; the last 160 characters
+are searched first, then segments 4x longer further back, only while the final cluster could
+still reach back (or nothing was found). Measured on one shared core (2 KB chain-of-thought
+responses ending in an answer): ~90k grades/s strict, ~60k grades/s lenient; a lenient grade of
+a 2 KB response with no answer at all reads everything (~40 us).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ ANSWER_INSTRUCTION = (
 MODES = ("strict", "lenient")
 UNCLOSED_THINK = "unclosed_think"
 
-_TAIL_CHARS = 300  # searched first; most responses end with their answer
+_TAIL_CHARS = 160  # searched first; most responses end with their answer
 _GAP_MAX = 48  # non-space characters between two commitments of one final cluster
 _REVISION = re.compile(
     r"(?i:\b(?:wait|actually|no|not|but|however|hmm+|instead|rather|correction|reconsider|mistake|wrong"
@@ -104,7 +107,9 @@ def _cluster(text: str, commits: list[Commitment]) -> int:
     return i
 
 
-def _decide(commits: list[Commitment], first: int, valid: frozenset[str]) -> tuple[str | None, tuple[str, ...]]:
+def _decide(
+    commits: list[Commitment], first: int, valid: frozenset[str]
+) -> tuple[str | None, tuple[str, ...]]:
     """(pred, candidates) of the cluster commits[first:]: one valid letter, or refused."""
     last = commits[-1].letters
     if first == len(commits) - 1 and len(last) == 1:  # the common case: one commitment, one letter
@@ -159,7 +164,8 @@ def extract_choice(
         first = _cluster(text, commits) if commits else 0
         first_strict = _cluster(text, strict) if strict else 0
         if start == 0 or (
-            _settled(text, start, commits, first) and (not strict or _settled(text, start, strict, first_strict))
+            _settled(text, start, commits, first)
+            and (not strict or _settled(text, start, strict, first_strict))
         ):
             break
         before = max(0, n - 4 * (n - start))

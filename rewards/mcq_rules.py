@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import NamedTuple
 
 ANSWER_LINE = "answer_line"
@@ -60,7 +61,7 @@ _L = "[A-Z\uff21-\uff3a" + _CYRILLIC + "]"
 # "H+", "C{H_2}"), nor be a math variable: "F = ma", "E }_{ s }", "A\sqrt{m}" (though "\(C\)" is fine)
 _END = (
     "(?![0-9A-Za-z'’({+\\-\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\uff10-\uff19\uff21-\uff3a\uff41-\uff5a])"
-    r"(?![ \t]*[}\]]?[ \t]*(?:[=<>^_]|\\(?![)\]])))"
+    r"(?![ \t]*(?:[}\]][ \t]*)?(?:[=<>^_]|\\(?![)\]])))"  # one star per run of spaces: linear time
 )
 # markup that may precede a letter: spaces, **, (, [, $, \(, \text{, \textbf{, "option", "选项"
 _PRE = (
@@ -77,7 +78,7 @@ _LETTER_TOKEN = re.compile(_L + _END)
 # "A"/"I" followed by a lower-case word are an article/pronoun unless the word links letters
 _WORD_AFTER = re.compile(r"[ \t]+([a-z]+)")
 _CYR_WORD_AFTER = re.compile(r"[ \t]+[а-яё]")
-_LINK_WORDS = frozenset({"is", "and", "or", "because", "since", "as", "was", "seems", "appears", "nor", "but", "which"})
+_LINK_WORDS = frozenset("is and or because since as was seems appears nor but which".split())
 
 
 def _letters(text: str, start: int, end: int) -> tuple[str, ...]:
@@ -124,12 +125,19 @@ _VERB = (
     r"(?:is|are|would\s+be|should\s+be|must\s+be|will\s+be|has\s+to\s+be|appears\s+to\s+be|seems\s+to\s+be"
     r"|remains)"
 )
-_ADVERB = r"(?:therefore|thus|clearly|then|definitely|probably|likely|indeed|obviously|most\s+likely|still|letter)"
+_ADVERB = (
+    r"(?:therefore|thus|clearly|then|definitely|probably|likely|indeed|obviously|most\s+likely|still|letter)"
+)
 _ANSWER_IS = re.compile(
-    r"(?i:(?:answer|option|choice)s?\s+" + _VERB + r")(?:\s*[:：])?(?:\s+(?i:" + _ADVERB + r")(?=[\s,]),?)*\s*" + _X
+    r"(?i:(?:answer|option|choice)s?\s+"
+    + _VERB
+    + r")(?:\s*[:：])?(?:\s+(?i:"
+    + _ADVERB
+    + r")(?=[\s,]),?)*\s*"
+    + _X
 )
 _OPTION_COLON = re.compile(r"(?i:option|choice)[ \t*_]*[:：]" + _X)
-_CHOOSE = re.compile(r"(?i:go\s+with|choose)\s+" + _X)
+_CHOOSE = re.compile(r"(?i:go\s+with|choose|pick|select)\s+" + _X)
 _CHOOSE_SUBJECT = re.compile(r"(?i:\b(?:i|i'll|i\s+will|i\s+would|i'd|we|we'll|so|thus|therefore)\s+)\Z")
 _HYPOTHETICAL = re.compile(
     r"(?i:\b(?:if|whether|suppose|assuming|assume|unless)\s+(?:the\s+|my\s+|our\s+|this\s+)?"
@@ -142,10 +150,15 @@ _IS_CORRECT_TAIL = re.compile(
     r"(?i:correct|right|true)(?![\w\-])(?![ \t]*\?)(?![ \t,]+(?i:only|if|when|unless|provided|assuming|except)\b)"
 )
 _IS_CORRECT_HEAD = re.compile(
-    "(?P<L>" + _LIST + ")" + _POST + r"*[ \t]+(?i:is|are)[ \t]+(?:(?i:the|also|indeed|definitely|clearly|most|only)[ \t]+)*\Z"
+    "(?P<L>"
+    + _LIST
+    + ")"
+    + _POST
+    + r"*[ \t]+(?i:is|are)[ \t]+(?:(?i:the|also|indeed|definitely|clearly|most|only)[ \t]+)*\Z"
 )
+# words after which a letter opens a commitment ("so B is correct", "option B is correct")
 _CLAUSE_WORDS = frozenset(
-    {"option", "choice", "answer", "letter", "statement", "so", "thus", "therefore", "hence", "then", "only", "and", "both"}
+    "option choice answer letter statement so thus therefore hence then only and both".split()
 )
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)\Z")
 _LEAD_MARKUP = " \t*_`$([{"
@@ -199,7 +212,9 @@ def _answer(text: str, low: str, off: int, i: int, lenient: bool) -> Commitment 
         letters, end = (m.group(group).upper(),), m.end(group)
     if letters:
         line_start = text.rfind("\n", 0, pos) + 1
-        if _LINE_PREFIX.fullmatch(text, line_start, pos) or _FINAL_BEFORE.search(text, max(line_start, pos - 12), pos):
+        if _LINE_PREFIX.fullmatch(text, line_start, pos) or _FINAL_BEFORE.search(
+            text, max(line_start, pos - 12), pos
+        ):
             return Commitment(pos, end, letters, ANSWER_LINE)
         return Commitment(pos, end, letters, ANSWER_IS) if lenient else None
     return _answer_is(text, pos) if lenient else None
@@ -210,9 +225,10 @@ def _answer_is(text: str, pos: int) -> Commitment | None:
     if m is None:
         return None
     before = text[max(0, pos - 32) : pos].lower()
-    if ("if" in before or "whether" in before or "suppos" in before or "assum" in before or "unless" in before) and (
-        _HYPOTHETICAL.search(before)
-    ):
+    hinted = (
+        "if" in before or "whether" in before or "suppos" in before or "assum" in before or "unless" in before
+    )
+    if hinted and _HYPOTHETICAL.search(before):  # the substring test first: it is much cheaper
         return None
     return _commit(text, m, ANSWER_IS, pos)
 
@@ -227,7 +243,7 @@ def _option(text: str, low: str, off: int, i: int) -> Commitment | None:
 
 
 def _choose(text: str, low: str, off: int, i: int) -> Commitment | None:
-    """At "go with"/"choose"/...: "I'll go with B", "so I choose (C)"."""
+    """At "go with"/"choose"/"pick"/"select": "I'll go with B", "so I pick option (C)"."""
     pos = off + i
     if pos and text[pos - 1].isalpha():
         return None
@@ -280,6 +296,7 @@ def _is_correct(text: str, low: str, off: int, i: int) -> Commitment | None:
 
 
 def _non_english(keyword: str):
+    """The rule for one non-English keyword: its pattern, then a letter ("答案：C", "Ответ: B")."""
     pattern = re.compile(_NON_ENGLISH[keyword] + _NON_ENGLISH_ARTICLE + _X)
 
     def rule(text: str, low: str, off: int, i: int) -> Commitment | None:
@@ -297,45 +314,57 @@ def _lenient_answer(text: str, low: str, off: int, i: int) -> Commitment | None:
     return _answer(text, low, off, i, True)
 
 
-# (lower-case keyword, rule called at each occurrence): each rule checks the text around it
-_STRICT_KEYWORDS = (("answer", _strict_answer), ("box", _boxed))
-_LENIENT_KEYWORDS = (
-    ("answer", _lenient_answer),
-    ("box", _boxed),
-    ("option", _option),
-    ("choice", _option),
-    ("correct", _is_correct),
-    ("right", _is_correct),
-    ("true", _is_correct),
-    ("go with", _choose),
-    ("choose", _choose),
-) + tuple((k, _non_english(k)) for k in _NON_ENGLISH if k.isascii())
-_NON_ASCII_KEYWORDS = tuple((k, _non_english(k)) for k in _NON_ENGLISH if not k.isascii())
+def _with_overhang(table):
+    """(keyword, rule, len(keyword) - 1): how far past a segment's end the keyword may reach."""
+    return tuple((k, rule, len(k) - 1) for k, rule in table)
 
 
-_LONGEST_KEYWORD = max(len(k) for k, _ in _LENIENT_KEYWORDS + _NON_ASCII_KEYWORDS)
+# (lower-case keyword, rule called at each occurrence). A rule gets (text, low, off, i): the
+# keyword is at low[i], i.e. text[off + i], and every rule checks the original text around it.
+_STRICT_KEYWORDS = _with_overhang((("answer", _strict_answer), ("box", _boxed)))
+_LENIENT_KEYWORDS = _with_overhang(
+    (
+        ("answer", _lenient_answer),
+        ("box", _boxed),
+        ("option", _option),
+        ("choice", _option),
+        ("correct", _is_correct),
+        ("right", _is_correct),
+        ("true", _is_correct),
+        ("go with", _choose),
+        ("choose", _choose),
+        ("pick", _choose),
+        ("select", _choose),
+    )
+)
+# Non-English labels: searched in a segment that holds non-ASCII text or ends the response (a
+# French, Spanish or German answer is followed by accented text, or by nothing).
+_FOREIGN_KEYWORDS = _with_overhang(tuple((k, _non_english(k)) for k in _NON_ENGLISH))
+_LONGEST_KEYWORD = max(len(k) for k, _, _ in _LENIENT_KEYWORDS + _FOREIGN_KEYWORDS)
 
 
 def find_commitments(text: str, start: int, end: int, lenient: bool) -> list[Commitment]:
     """Every explicit commitment whose keyword starts in text[start:end], ordered by position.
     The rules read the whole text around a keyword, so scanning adjacent segments separately
-    finds exactly what one scan of their union finds.
+    finds what one scan of their union finds (but for non-English labels in ASCII text, which
+    are searched only in the segment that ends the text).
 
     Strict: `answer_line` and `boxed` only. Lenient: also `answer_is`, `is_correct`, `non_english`.
     """
     low = _lower(text[start : end + _LONGEST_KEYWORD])
     limit = end - start
     table = _LENIENT_KEYWORDS if lenient else _STRICT_KEYWORDS
-    if lenient and not low.isascii():
-        table += _NON_ASCII_KEYWORDS
+    if lenient and (end == len(text) or not low.isascii()):
+        table += _FOREIGN_KEYWORDS
     found = []
-    for keyword, rule in table:
-        i = low.find(keyword, 0, limit + len(keyword) - 1)
+    for keyword, rule, overhang in table:
+        stop = limit + overhang  # the keyword must start before `end`
+        i = low.find(keyword, 0, stop)
         while i >= 0:
             c = rule(text, low, start, i)
             if c is not None:
                 found.append(c)
-            i = low.find(keyword, i + 1, limit + len(keyword) - 1)
+            i = low.find(keyword, i + 1, stop)
     found.sort()
     return found
 
@@ -346,17 +375,26 @@ _LONE_LINE = re.compile(
     r"[ \t>#*_`$(\[{]*(?:(?i:option|choice)[ \t]*)?(?P<L>" + _LIST + r")(?:" + _POST + r"|[ \t.!:,])*"
 )
 _LETTER_LED_LINE = re.compile(
-    r"[ \t>#*_`]*(?P<P>[(\[])?[ \t]*(?:(?i:option|choice)[ \t]*)?(?P<L>" + _L + ")" + _END + r"(?:[)\].:]|\*\*)[ \t*_]*\S"
+    r"[ \t>#*_`]*(?P<P>[(\[])?[ \t]*(?:(?i:option|choice)[ \t]*)?(?P<L>"
+    + _L
+    + ")"
+    + _END
+    + r"(?:[)\].:]|\*\*)[ \t*_]*\S"
 )
 _BRACKETED = re.compile(r"[(\[](" + _L + r")[)\]]")
 _PAREN_END = re.compile(r"[(\[](?P<L>" + _L + r")[)\]][ \t.!*_$]*\Z")
 _BOLD = re.compile(
-    r"(?:\*\*|__)[ \t]*(?:(?i:option|choice)[ \t]*)?[(\[]?(?P<L>" + _L + ")" + _END + r"[)\]]?[.:]?(?:[ \t][^*_\n]{0,80})?(?:\*\*|__)"
+    r"(?:\*\*|__)[ \t]*(?:(?i:option|choice)[ \t]*)?[(\[]?(?P<L>"
+    + _L
+    + ")"
+    + _END
+    + r"[)\]]?[.:]?(?:[ \t][^*_\n]{0,80})?(?:\*\*|__)"
 )
 _TOKEN = re.compile(r"[^\W_]+(?:[./+\-][^\W_]+)*%?")
 _LATEX_WRAP = re.compile(r"\\(?:text\w*|math\w*|emph|boxed|mbox)\s*\{")
 _PHRASE = re.compile(r"(?i:answer|option|choice)s?\s*(?:is|would\s+be|should\s+be|[:：])\s*(.+)")
 _ARTICLES = ("the ", "a ", "an ")
+_SENTENCE_BREAK = re.compile(r"[.!?。！？][ \t]+(?=\S)")
 
 
 def _last_line(text: str) -> tuple[str, int]:
@@ -370,33 +408,48 @@ def _last_line(text: str) -> tuple[str, int]:
     return "", -1
 
 
+def _last_sentence(line: str) -> str:
+    """What follows the last sentence break (". ", "? ", "。") in the line."""
+    cut = 0
+    for m in _SENTENCE_BREAK.finditer(line):
+        cut = m.end()
+    return line[cut:]
+
+
 def _normalize(s: str) -> str:
     """Lower-case words joined by one space, LaTeX wrappers and markup dropped, leading article
     removed: "**The Mitochondria.**" -> "mitochondria"."""
-    out = " ".join(_TOKEN.findall(_LATEX_WRAP.sub(" ", s).lower()))
-    for article in _ARTICLES:
-        if out.startswith(article):
-            return out[len(article) :]
-    return out
+    if "\\" in s:
+        s = _LATEX_WRAP.sub(" ", s)
+    out = " ".join(_TOKEN.findall(s.lower()))
+    return out.split(" ", 1)[1] if out.startswith(_ARTICLES) and " " in out else out
 
 
 def _option_text(line: str, options: Mapping[str, str]) -> tuple[str, ...]:
-    """Options whose text the final line names: an exact (normalized) match of the phrase after
-    "answer is"/"answer:", of a \\boxed{} content or of the whole line; else options whose text
-    (>= 4 characters) appears as whole words in the line, dropping those contained in a longer
-    match ("cell" inside "cell membrane")."""
-    normed = {k: _normalize(v) for k, v in options.items()}
+    """Options whose text the final line (its last 300 characters) names: an exact (normalized)
+    match of the phrase after "answer is"/"answer:", of a \\boxed{} content or of the whole line;
+    else options whose text (>= 4 characters) appears as whole words in the line's last sentence,
+    dropping those contained in a longer match ("cell" inside "cell membrane")."""
+    normed = _normalized_options(tuple(options.items()))
     phrases = {_normalize(line)}
-    if (p := _PHRASE.search(line)) is not None:
+    low = line.lower()
+    at = max(low.rfind("answer"), low.rfind("option"), low.rfind("choice"))
+    if at >= 0 and (p := _PHRASE.match(line, at)) is not None:
         phrases.add(_normalize(p.group(1)))
-    if (b := _BOXED.search(line)) is not None:
+    if "box" in low and (b := _BOXED.search(line)) is not None:
         phrases.add(_normalize(b.group(1)))
-    exact = tuple(k for k, v in normed.items() if v and v in phrases)
+    exact = tuple(k for k, v in normed if v and v in phrases)
     if exact:
         return exact
-    padded = f" {_normalize(line)} "
-    inside = {k: v for k, v in normed.items() if len(v) >= 4 and f" {v} " in padded}
+    padded = f" {_normalize(_last_sentence(line))} "
+    inside = {k: v for k, v in normed if len(v) >= 4 and f" {v} " in padded}
     return tuple(k for k, v in inside.items() if not any(v != w and v in w for w in inside.values()))
+
+
+@lru_cache(maxsize=1024)
+def _normalized_options(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """(letter, normalized text) per option; cached, as a sample is graded once per sample of its group."""
+    return tuple((k, _normalize(v)) for k, v in items)
 
 
 def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | None, tuple[str, ...]]:
@@ -409,12 +462,15 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
     if line_start < 0:
         return None, ()
     m = _LONE_LINE.fullmatch(line)
-    if m is not None and (letters := _letters(line, m.start("L"), m.end("L"))) and len(letters) == len(
-        _LETTER_TOKEN.findall(line, m.start("L"), m.end("L"))
+    # a line of letters only; all of them pass as letters (not "I I think")
+    if (
+        m is not None
+        and (letters := _letters(line, m.start("L"), m.end("L")))
+        and len(letters) == len(_LETTER_TOKEN.findall(line, m.start("L"), m.end("L")))
     ):
         rule = BOLD if ("**" in line or "__" in line) else PAREN if "(" in line else LAST_LETTER
         return rule, letters
-    m = _LETTER_LED_LINE.match(line) or _PAREN_END.search(line)
+    m = _LETTER_LED_LINE.match(line) or _PAREN_END.search(line, max(0, len(line) - 16))
     if m is not None:
         # "(A) and (B) both ..." or "Rate = K[A]^2[B]": a line with several bracketed letters is no
         # commitment to the first one
@@ -423,15 +479,18 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
         rule = PAREN if m.re is _PAREN_END or m.group("P") else LAST_LETTER
         return rule, (letter, *bracketed)
     para_start = max(text.rfind("\n\n", 0, line_start) + 2, line_start - 600, 0)
-    bold = tuple(
-        _ASCII_OF.get(m.group("L"), m.group("L"))
-        for m in _BOLD.finditer(text, para_start)
-        if _is_letter(text, m.group("L"), m.end("L"))
-    )
+    para = text[para_start:]
+    bold = ()
+    if "**" in para or "__" in para:
+        bold = tuple(
+            _ASCII_OF.get(m.group("L"), m.group("L"))
+            for m in _BOLD.finditer(para)
+            if _is_letter(para, m.group("L"), m.end("L"))
+        )
     if bold:
         return BOLD, bold
     if options:
-        named = _option_text(line, options)
+        named = _option_text(line[-300:], options)
         if named:
             return OPTION_TEXT, named
     return None, ()

@@ -243,6 +243,10 @@ def test_only_the_text_after_the_reasoning_is_graded(response, pred, rule):
         "\\boxed{ATP}",
         "**A cell membrane**",
         "Ответ: В клетке",  # "in the cell"
+        "The answer is $F = ma$.",  # math variables
+        "The answer is $$A\\sqrt{m/k}$$",
+        "The answer is [H+] = 10^-7 M.",
+        "Answer: C{H_2}",
         "The DNA of a T cell is folded; Y chromosomes differ.",
     ],
 )
@@ -272,6 +276,8 @@ def test_words_with_capitals_do_not_disturb_the_real_answer():
         ("Answer: A B C D", ("A", "B", "C", "D")),
         ("A B C D", ("A", "B", "C", "D")),
         ("**A** or **C**", ("A", "C")),
+        ("(A) and (B) both rise.", ("A", "B")),
+        ("The rate law is k[A]^2[B]", ("A", "B")),
     ],
 )
 def test_committing_to_several_options_has_no_prediction(response, candidates):
@@ -380,6 +386,13 @@ def test_non_ascii_text_around_the_answer():
     assert lenient("İSTANBUL İ İ. Answer: C").pred == "C"  # str.lower lengthens "İ"
 
 
+def test_non_english_label_before_a_long_explanation():
+    explanation = "La mitocondria produce energía (ATP) mediante la fosforilación oxidativa. " * 8
+    assert len(explanation) > 500  # the label lies outside the tail the grader reads first
+    assert lenient("La respuesta correcta es la C.\n\n" + explanation).pred == "C"
+    assert lenient("答案：C\n\n" + "线粒体通过氧化磷酸化产生能量。" * 40).pred == "C"
+
+
 def test_option_text_that_names_two_options_is_ambiguous():
     got = lenient("It is either the nucleus or the ribosome.")
     assert (got.pred, got.rule, got.candidates) == (None, "option_text", ("A", "B"))
@@ -409,7 +422,11 @@ def test_segment_scans_equal_one_scan():
         for _ in range(30):
             cuts = sorted(rng.sample(range(1, len(text)), 3))
             bounds = [0, *cuts, len(text)]
-            parts = [c for a, b in zip(bounds, bounds[1:]) for c in find_commitments(text, a, b, mode)]
+            parts = [
+                c
+                for a, b in zip(bounds, bounds[1:], strict=False)
+                for c in find_commitments(text, a, b, mode)
+            ]
             assert sorted(parts) == whole
 
 
@@ -425,7 +442,13 @@ def test_scores_follow_the_configured_values():
     assert (prose.score, prose.correct, prose.format_ok) == (2.0, True, False)  # no format bonus
     assert grade_mcq("The answer is C.", sample, mode="strict", **values).score == -1.0  # no answer
     none = grade_mcq("I don't know.", sample, **values)
-    assert (none.score, none.correct, none.pred, none.extracted_by, none.info) == (-1.0, False, None, None, {})
+    assert (none.score, none.correct, none.pred, none.extracted_by, none.info) == (
+        -1.0,
+        False,
+        None,
+        None,
+        {},
+    )
 
 
 def test_defaults_and_refused_commitments_in_info():
@@ -454,7 +477,9 @@ def test_bad_input_raises_naming_the_field(sample, mode, message):
         grade_mcq("Answer: C", sample, mode=mode)
 
 
-@pytest.mark.parametrize(("letters", "mode"), [("", "lenient"), (["A", "b"], "lenient"), (["A", "1"], "strict")])
+@pytest.mark.parametrize(
+    ("letters", "mode"), [("", "lenient"), (["A", "b"], "lenient"), (["A", "1"], "strict")]
+)
 def test_extract_choice_rejects_bad_letters(letters, mode):
     with pytest.raises(ValueError, match="letters"):
         extract_choice("Answer: A", letters, mode=mode)
@@ -468,9 +493,21 @@ def _benchmark_rows():
     with open(BENCHMARKS / "mmlu_stem" / "test.jsonl") as f:
         for line in list(f)[:400]:
             row = json.loads(line)
-            rows.append((row["question"], {k: str(v) for k, v in zip(ABCD, row["options"], strict=True)}, row["answer"]))
+            rows.append(
+                (
+                    row["question"],
+                    {k: str(v) for k, v in zip(ABCD, row["options"], strict=True)},
+                    row["answer"],
+                )
+            )
     for row in json.loads((BENCHMARKS / "super_gpqa" / "super_gpqa_physics.json").read_text())[:400]:
-        rows.append((row["question"], {k: str(v) for k, v in zip(A_TO_J, row["options"])}, row["answer_letter"]))
+        rows.append(
+            (
+                row["question"],
+                {k: str(v) for k, v in zip(A_TO_J, row["options"], strict=False)},
+                row["answer_letter"],
+            )
+        )
     return rows
 
 
