@@ -1,0 +1,191 @@
+"""FSDP2 building blocks of the learner: load a Hugging Face causal LM sharded over ranks, the learning
+rate schedule, token log-probabilities under the RolloutBatch convention, and full weights in buckets.
+
+How FSDP2 is used (torch.distributed.fsdp.fully_shard):
+1. Every rank builds the model on the meta device (no memory), from the checkpoint's config.
+2. ``fully_shard`` wraps each decoder layer (the classes HF lists in ``_no_split_modules``), then the
+   root (embeddings, final norm, lm_head). Parameters become DTensors sharded on dim 0 over ranks; each
+   layer's parameters are all-gathered just before its forward/backward and freed after, gradients are
+   reduce-scattered. On GPU a ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` computes in
+   bf16 and reduces gradients in fp32 while the sharded master weights and AdamW state stay in fp32.
+3. ``to_empty`` allocates the local shards; rank 0 alone reads the checkpoint (``from_pretrained`` on
+   CPU) and ``set_model_state_dict(..., broadcast_from_rank0=True)`` scatters it, so a node with 8 ranks
+   holds the full model once in CPU memory, not 8 times. Non-persistent buffers (rotary ``inv_freq``)
+   are not in a state dict: rank 0 copies them from its CPU model and broadcasts them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from rlsci.algos import entropy_from_logits, logprobs_from_logits
+from rlsci.batch import RolloutBatch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_attn_implementation(requested: str, device: torch.device, compute_dtype: torch.dtype) -> str:
+    """``auto`` -> flash_attention_2 where it can run (CUDA, flash_attn importable, bf16/fp16 compute),
+    else sdpa; any other value is returned unchanged."""
+    if requested != "auto":
+        return requested
+    half = compute_dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def compute_dtype(device: torch.device, dtype: torch.dtype, mixed_precision: bool) -> torch.dtype:
+    """The dtype forward/backward run in: bf16 under mixed precision on CUDA, else the weights' dtype."""
+    return torch.bfloat16 if device.type == "cuda" and mixed_precision else dtype
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks to shard one by one: modules whose class HF lists in ``_no_split_modules``."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__}: found no decoder layers to shard (its _no_split_modules is {sorted(names)})"
+        )
+    return layers
+
+
+def load_sharded_model(
+    path: str,
+    *,
+    rank: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    mixed_precision: bool,
+    attn_implementation: str,
+    activation_checkpointing: bool,
+    trainable: bool,
+) -> nn.Module:
+    """Build the model of ``path`` sharded with FSDP2 over the default process group (see module doc).
+
+    ``dtype`` is the dtype of the sharded (master) weights. ``mixed_precision`` takes effect on CUDA only.
+    A model that is not ``trainable`` (the frozen reference) has requires_grad off and stays in eval mode.
+    """
+    config = AutoConfig.from_pretrained(path)
+    config.use_cache = False  # training and scoring never reuse a KV cache
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    if activation_checkpointing and trainable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compute_dtype(device, dtype, mixed_precision) != dtype:
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        policy = MixedPrecisionPolicy()
+    for layer in decoder_layers(model):
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    model.to_empty(device=device)
+
+    full_state: dict[str, Tensor] = {}
+    buffers: dict[str, Tensor] = {}
+    if rank == 0:
+        source = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+        full_state = source.state_dict()
+        buffers = dict(source.named_buffers())
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full_state, options=options)
+    for name, buffer in model.named_buffers():
+        if rank == 0:
+            buffer.copy_(buffers[name])
+        dist.broadcast(buffer, src=0)
+    del full_state, buffers
+
+    if not trainable:
+        model.requires_grad_(False)
+    return model.train(trainable)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate at scheduler step ``step`` (0-based; one step per train_step).
+
+    warmup: ``(step + 1) / warmup_steps`` for step < warmup_steps (linear, reaching 1 at the last warmup
+    step); then ``constant``: 1, or ``cosine``: ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with
+    ``p = min(1, (step - warmup_steps) / (total_steps - warmup_steps))`` and r = min_lr_ratio.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def token_logprobs(
+    model: nn.Module, batch: RolloutBatch, *, temperature: float, with_entropy: bool, entropy_grad: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probabilities (and entropies) of a micro-batch under the RolloutBatch position convention.
+
+    ``logprobs[:, t] = log softmax(logits[:, t - 1] / temperature)[input_ids[:, t]]`` for t >= 1 and 0 at
+    t = 0; ``entropy[:, t]`` is the entropy of that same distribution (the one that produced token t).
+    The temperature must equal the rollout engine's sampling temperature, or the PPO ratio compares
+    two different distributions. The entropy is differentiable only with ``entropy_grad`` (an entropy
+    bonus in the loss); otherwise it is a detached statistic.
+
+    Shapes: batch (B, L) on the model's device -> logprobs (B, L) float32, entropy (B, L) float32 or None.
+    """
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    logits = logits[:, :-1]  # (B, L-1, V): position t-1 predicts token t
+    if temperature != 1.0:
+        logits = logits / temperature
+    logprobs = F.pad(logprobs_from_logits(logits, batch.input_ids[:, 1:]), (1, 0))  # (B, L)
+    entropy = None
+    if with_entropy:
+        entropy = F.pad(entropy_from_logits(logits if entropy_grad else logits.detach()), (1, 0))
+    return logprobs, entropy
+
+
+def iter_full_state_buckets(
+    model: nn.Module, bucket_bytes: int, *, is_source: bool, dtype: torch.dtype | None, to_cpu: bool
+) -> Iterator[list[tuple[str, Tensor]]]:
+    """Full (unsharded) tensors of the model's state dict in buckets of about ``bucket_bytes``.
+
+    A collective: every rank must run the iterator to its end (each sharded parameter is all-gathered
+    with ``DTensor.full_tensor``). Only the source rank yields buckets, as lists of (HF name, tensor)
+    in state-dict order; the others gather and drop. A bucket holds at least one tensor and is closed
+    once it reaches ``bucket_bytes``, so at most one bucket of full tensors is alive at a time in a
+    consumer that drops each bucket after use. Tied parameters appear once (under their first name,
+    e.g. ``model.embed_tokens.weight`` and not ``lm_head.weight``), as in a Hugging Face checkpoint.
+    Non-persistent buffers (rotary ``inv_freq``) are not part of a state dict and are left out.
+    """
+    # After a no-grad forward the root FSDP module keeps its parameters unsharded (plain tensors that a
+    # later reshard frees): reshard first, so every parameter is a DTensor to gather.
+    model.reshard()
+    names = list(model.state_dict())
+    tensors = {**dict(model.named_buffers()), **dict(model.named_parameters())}  # named_parameters drops tied copies
+    bucket: list[tuple[str, Tensor]] = []
+    size = 0
+    for name in names:
+        if name not in tensors:
+            continue
+        value = tensors[name].detach()
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        if not is_source:
+            continue
+        if dtype is not None:
+            full = full.to(dtype)
+        if to_cpu:
+            full = full.cpu()
+        bucket.append((name, full))
+        size += full.numel() * full.element_size()
+        if size >= bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+    if bucket and is_source:
+        yield bucket

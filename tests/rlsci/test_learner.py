@@ -1,0 +1,389 @@
+"""FSDP2 learner on real Ray actors with gloo on CPU (and NCCL/bf16/flash-attention on GPU when present).
+
+Two learner groups are shared by the module: 1 rank and 2 ranks, built from the same micro model
+(213,824 parameters) with KL, entropy bonus and TIS on, ppo_epochs=2 and mini-batches of 3 samples,
+so every loss term and the mini-batch loop take part. Tests that need both groups in the same state
+copy it with a checkpoint (save on 2 ranks, load on 1), so no test depends on which ran before.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rlsci.batch import RolloutBatch
+from rlsci.learner import LearnerConfig, LearnerGroup
+from rlsci.learner_fsdp import lr_factor
+from rlsci.models import init_tiny_model
+
+# 1 vs 2 ranks: fp32 gradients summed in another order (per-rank partial sums, then a reduce-scatter;
+# other micro-batch packing) differ by rounding, dg ~ 1e-10 absolute here. AdamW maps g to an update
+# lr * m / (sqrt(v) + eps), whose slope in g is at most lr / eps (at g ~ 0), so a weight can differ by
+# up to lr * dg / eps: ~3e-6 with the default eps 1e-8 (measured 3.6e-6, on elements whose gradient
+# is ~0, e.g. k_proj.bias, which is exactly 0 in exact arithmetic because softmax ignores the constant
+# q . b_k). The tests use eps 1e-6 (bound ~3e-8), leaving a few ulp: measured max 3e-7 over 3 steps.
+# Adam hides a global gradient scale error (e.g. a missing x world_size), so grad_norm and pg_loss are
+# compared too, to 1e-5 relative.
+RANK_ATOL = 1e-6
+# logprobs of one sequence computed alone vs inside a padded micro-batch: fp32 matmuls of different
+# shapes, differences ~1e-6 on values of magnitude ~7.
+LOGPROB_ATOL = 2e-5
+VOCAB_LOW, VOCAB_HIGH = 3, 259  # the byte tokens, in every tiny model's vocabulary (0-2 are special)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
+    ray.init(num_cpus=8, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    if previous is None:
+        del os.environ["RAY_AUTH_MODE"]
+    else:
+        os.environ["RAY_AUTH_MODE"] = previous
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return init_tiny_model(tmp_path_factory.mktemp("micro"), size="micro", seed=0)
+
+
+def learner_config(model_path, **overrides) -> LearnerConfig:
+    values = dict(
+        model_path=str(model_path), lr=1e-3, eps=1e-6, warmup_steps=3, micro_batch_tokens=32, mini_batch_size=3,
+        ppo_epochs=2, kl_coef=0.05, entropy_coef=0.01, tis_cap=2.0, clip_high=0.28, seed=0,
+    )
+    values.update(overrides)
+    return LearnerConfig(**values)
+
+
+def start_group(cfg: LearnerConfig):
+    group = LearnerGroup(cfg)
+    yield group
+    group.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_rank(ray_cluster, model_path):
+    yield from start_group(learner_config(model_path, num_ranks=1))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(ray_cluster, model_path):
+    yield from start_group(learner_config(model_path, num_ranks=2))
+
+
+def make_batch(prompt_lens, response_lens, advantages, seed=0) -> RolloutBatch:
+    gen = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return torch.randint(VOCAB_LOW, VOCAB_HIGH, (n,), generator=gen).tolist()
+
+    responses = [ids(n) for n in response_lens]
+    return RolloutBatch.from_sequences(
+        [ids(n) for n in prompt_lens], responses, advantages=advantages,
+        # behaviour logprobs near the learner's (~ -log 960 = -6.9), so TIS weights vary around 1
+        behaviour_logprobs=[(-6.9 + 0.1 * torch.randn(len(r), generator=gen)).tolist() for r in responses],
+        group_ids=[i // 2 for i in range(len(prompt_lens))],
+    )
+
+
+def five_samples(advantages=(1.0, -1.0, 0.5, -0.5, 1.0)) -> RolloutBatch:
+    """5 samples (uneven over 2 ranks) whose lengths 11, 10, 12, 7, 9 make micro-batch counts differ."""
+    return make_batch([5, 7, 4, 6, 5], [6, 3, 8, 1, 4], list(advantages))
+
+
+def with_logprobs(group: LearnerGroup, batch: RolloutBatch) -> RolloutBatch:
+    """What the controller does before train_step: old (and ref) logprobs from the learner."""
+    return dataclasses.replace(
+        batch, old_logprobs=group.compute_logprobs(batch), ref_logprobs=group.compute_logprobs(batch, "ref")
+    )
+
+
+def weights(group: LearnerGroup) -> dict[str, torch.Tensor]:
+    return {name: t for bucket in group.state_dict_for_rollout(bucket_bytes=64_000) for name, t in bucket}
+
+
+def hf_model(model_path, state: dict[str, torch.Tensor]):
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected  # tied to model.embed_tokens.weight
+    return model
+
+
+def mean_response_logprob(logprobs: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    mask = batch.loss_mask()
+    return (logprobs * mask).sum(1) / mask.sum(1)  # (B,)
+
+
+def sync(source: LearnerGroup, target: LearnerGroup, directory) -> None:
+    """Copy model, optimizer, scheduler and step from source to target (DCP reshards across rank counts)."""
+    source.save(directory)
+    target.load(directory)
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def test_lr_factor_warmup_then_constant_or_cosine():
+    kw = dict(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
+    # warmup: (step + 1) / 4
+    assert [lr_factor(s, schedule="constant", **kw) for s in (0, 3, 4, 50)] == [0.25, 1.0, 1.0, 1.0]
+    # cosine after warmup: progress p = (step - 4) / 10; 0.1 + 0.9 * (1 + cos(pi p)) / 2
+    assert lr_factor(4, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert lr_factor(9, schedule="cosine", **kw) == pytest.approx(0.55)  # p = 0.5 -> 0.1 + 0.45
+    assert lr_factor(14, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_factor(99, schedule="cosine", **kw) == pytest.approx(0.1)  # p clamped to 1
+
+
+def test_config_validate_names_the_keys():
+    assert learner_config("m").validate() == []
+    errors = LearnerConfig().validate()
+    assert any(e.startswith("learner.model_path must be set") for e in errors)
+    errors = learner_config("m", schedule="cosine", warmup_steps=10, total_steps=10, loss_agg="seq_mean_token_sum_norm",
+                            dual_clip=0.5, num_ranks=0).validate()
+    text = "\n".join(errors)
+    for key in ("total_steps (10) must exceed warmup_steps", "norm_len must be set", "dual_clip must be > 1",
+                "num_ranks must be >= 1"):
+        assert key in text
+    with pytest.raises(ValueError, match="invalid learner config"):
+        LearnerGroup(LearnerConfig())  # fails before any actor starts
+
+
+# ----------------------------------------------------------------------------- learner on Ray
+
+
+def test_logprob_positions_match_a_prefix_loop(two_ranks, model_path):
+    batch = five_samples()
+    got = two_ranks.compute_logprobs(batch)  # (5, 12)
+    model = hf_model(model_path, weights(two_ranks))
+    with torch.no_grad():
+        for i in range(batch.size):
+            n = int(batch.lengths()[i])
+            for t in range(1, n):  # log p(token t | tokens < t), from the logits of the prefix alone
+                logits = model(input_ids=batch.input_ids[i : i + 1, :t]).logits[0, -1]
+                want = torch.log_softmax(logits, -1)[batch.input_ids[i, t]]
+                assert got[i, t] == pytest.approx(want.item(), abs=LOGPROB_ATOL), (i, t)
+            assert got[i, 0] == 0 and (got[i, n:] == 0).all()  # no prediction at 0; padding is 0
+
+
+def test_one_and_two_ranks_give_the_same_update(one_rank, two_ranks, tmp_path):
+    sync(two_ranks, one_rank, tmp_path / "sync")  # 2-rank shards resharded onto 1 rank
+    before_1, before_2 = weights(one_rank), weights(two_ranks)
+    assert all(torch.equal(before_1[k], before_2[k]) for k in before_2)
+    batch = five_samples()
+    b1, b2 = with_logprobs(one_rank, batch), with_logprobs(two_ranks, batch)
+    assert torch.allclose(b1.old_logprobs, b2.old_logprobs, atol=LOGPROB_ATOL, rtol=0)
+    stats_1, stats_2 = one_rank.train_step(b1), two_ranks.train_step(b2)
+    after_1, after_2 = weights(one_rank), weights(two_ranks)
+    moved = max((after_2[k] - before_2[k]).abs().max().item() for k in after_2)
+    assert moved > 1e-4  # the step changed the weights (lr 1e-3 x warmup), so equality is not vacuous
+    diff = max((after_1[k] - after_2[k]).abs().max().item() for k in after_2)
+    assert diff <= RANK_ATOL
+    assert torch.allclose(one_rank.compute_logprobs(batch), two_ranks.compute_logprobs(batch), atol=LOGPROB_ATOL, rtol=0)
+    # 2 epochs x 2 mini-batches (3 + 2 samples) over 6 + 3 + 8 + 1 + 4 = 22 response tokens
+    assert stats_1["optimizer_steps"] == stats_2["optimizer_steps"] == 4
+    assert stats_1["tokens"] == stats_2["tokens"] == 2 * 22
+    for key in ("pg_loss", "grad_norm", "entropy", "kl_ref", "approx_kl", "clip_frac_high", "tis_weight_mean", "lr"):
+        assert stats_1[key] == pytest.approx(stats_2[key], rel=1e-5, abs=1e-7), key
+
+
+def test_advantage_sign_moves_logprobs(two_ranks):
+    for sign in (1.0, -1.0):
+        batch = five_samples(advantages=[sign] * 5)
+        before = mean_response_logprob(two_ranks.compute_logprobs(batch), batch)
+        two_ranks.train_step(with_logprobs(two_ranks, batch))
+        after = mean_response_logprob(two_ranks.compute_logprobs(batch), batch)
+        change = sign * (after - before)  # every sample's tokens become more (A > 0) or less (A < 0) likely
+        assert (change > 1e-3).all(), (sign, after - before)
+
+
+def test_save_load_restores_logprobs_and_next_step(two_ranks, tmp_path):
+    batch = five_samples()
+    two_ranks.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["format"] == 1
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {
+        "dcp", "meta.json", "trainer_state.pt", "rng_rank_00000.pt", "rng_rank_00001.pt"}
+    logprobs_saved = two_ranks.compute_logprobs(batch)
+    stats_a = two_ranks.train_step(with_logprobs(two_ranks, batch))
+    weights_a = weights(two_ranks)
+
+    assert two_ranks.load(tmp_path / "ckpt") == meta["step"]
+    assert torch.equal(two_ranks.compute_logprobs(batch), logprobs_saved)
+    stats_b = two_ranks.train_step(with_logprobs(two_ranks, batch))
+    weights_b = weights(two_ranks)
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)  # AdamW moments restored too
+    for key in ("lr", "pg_loss", "grad_norm", "step"):
+        assert stats_a[key] == stats_b[key], key
+
+
+def test_export_hf_loads_in_transformers_with_identical_logits(two_ranks, model_path, tmp_path):
+    state = weights(two_ranks)
+    two_ranks.export_hf(tmp_path / "one")
+    two_ranks.export_hf(tmp_path / "sharded", max_shard_bytes=200_000)  # 855 KB of fp32 -> several files
+    assert (tmp_path / "one" / "model.safetensors").is_file()
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and files[0].endswith(f"-of-{len(files):05d}.safetensors")
+    assert set(index["weight_map"]) == set(state)
+    written = load_file(tmp_path / "one" / "model.safetensors")
+    assert set(written) == set(state) and all(torch.equal(written[k], state[k]) for k in state)
+
+    batch = five_samples()
+    expected = hf_model(model_path, state)
+    with torch.no_grad():
+        want = expected(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        for directory in ("one", "sharded"):
+            loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / directory)).eval()
+            got = loaded(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            assert torch.equal(got, want), directory
+    learner = two_ranks.compute_logprobs(batch)
+    exported = torch.log_softmax(want[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+    assert torch.allclose(learner[:, 1:] * batch.attention_mask[:, 1:], exported * batch.attention_mask[:, 1:],
+                          atol=LOGPROB_ATOL, rtol=0)
+    source, copy = AutoTokenizer.from_pretrained(str(model_path)), AutoTokenizer.from_pretrained(str(tmp_path / "one"))
+    assert copy("Which rock is igneous?")["input_ids"] == source("Which rock is igneous?")["input_ids"]
+    two_ranks.export_hf(tmp_path / "sharded")  # one file now: the earlier shards and index are gone
+    assert sorted(p.name for p in (tmp_path / "sharded").glob("model*")) == ["model.safetensors"]
+
+
+@pytest.mark.timeout(180)
+def test_uneven_batches_never_hang(two_ranks):
+    # 5 samples over 2 ranks: padded to 6, shares of 3 and 3 (one padding sample); with 32-token
+    # micro-batches the ranks pack different numbers of micro-batches and pad with zero-weight ones.
+    batch = make_batch([9, 9, 9, 2, 2], [20, 20, 20, 2, 2], [1.0, -1.0, 1.0, -1.0, 0.5], seed=3)
+    stats = two_ranks.train_step(with_logprobs(two_ranks, batch))
+    assert stats["tokens"] == 2 * batch.num_loss_tokens() and math.isfinite(stats["grad_norm"])
+    # one sample: rank 1 holds only a padding sample, in compute_logprobs and in every mini-batch
+    single = make_batch([4], [5], [1.0], seed=4)
+    logprobs = two_ranks.compute_logprobs(single)
+    assert logprobs.shape == (1, 9) and (logprobs[0, 4:] < 0).all()
+    stats = two_ranks.train_step(with_logprobs(two_ranks, single))
+    assert stats["tokens"] == 2 * 5 and stats["optimizer_steps"] == 2
+
+
+def test_reference_model_stays_frozen(two_ranks):
+    batch = five_samples()
+    assert all(info["reference_model"] for info in two_ranks.rank_info)
+    ref_before = two_ranks.compute_logprobs(batch, "ref")
+    policy_before = two_ranks.compute_logprobs(batch)
+    stats = two_ranks.train_step(with_logprobs(two_ranks, batch))
+    assert torch.equal(two_ranks.compute_logprobs(batch, "ref"), ref_before)
+    assert not torch.equal(two_ranks.compute_logprobs(batch), policy_before)
+    assert stats["kl_ref"] >= 0  # k3 is non-negative
+
+
+def test_train_step_demands_old_and_ref_logprobs(two_ranks):
+    batch = five_samples()
+    with pytest.raises(ValueError, match="old_logprobs is None but the step makes 4 optimizer steps"):
+        two_ranks.train_step(dataclasses.replace(batch, ref_logprobs=torch.zeros(5, 12)))
+    with pytest.raises(ValueError, match="kl_coef != 0 but RolloutBatch.ref_logprobs is None"):
+        two_ranks.train_step(dataclasses.replace(batch, old_logprobs=torch.zeros(5, 12)))
+
+
+@pytest.mark.slow
+def test_seq_mean_loss_without_reference_is_rank_invariant(ray_cluster, model_path):
+    # kl_coef 0: no reference model; one optimizer step per train_step, so old_logprobs may be omitted.
+    # The 1-rank group recomputes activations in backward (activation checkpointing): same gradients.
+    cfg = dict(kl_coef=0.0, tis_cap=None, loss_agg="seq_mean_token_mean", mini_batch_size=None, ppo_epochs=1)
+    groups = [LearnerGroup(learner_config(model_path, num_ranks=n, activation_checkpointing=n == 1, **cfg))
+              for n in (1, 2)]
+    try:
+        assert not any(info["reference_model"] for g in groups for info in g.rank_info)
+        assert [g.rank_info[0]["activation_checkpointing"] for g in groups] == [True, False]
+        with pytest.raises(ValueError, match="no reference model is loaded"):
+            groups[1].compute_logprobs(five_samples(), "ref")
+        for _ in range(2):
+            stats = [g.train_step(five_samples()) for g in groups]
+            assert stats[0]["pg_loss"] == pytest.approx(stats[1]["pg_loss"], rel=1e-5)
+        w1, w2 = weights(groups[0]), weights(groups[1])
+        assert max((w1[k] - w2[k]).abs().max().item() for k in w1) <= RANK_ATOL
+    finally:
+        for g in groups:
+            g.shutdown()
+
+
+# ----------------------------------------------------------------------------- GPU (NCCL, bf16, flash-attn)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+BF16_ATOL = 0.08  # bf16 keeps 8 mantissa bits: logits of magnitude ~1 round by ~4e-3, logprobs ~7 by ~0.03
+
+
+def gpu_config(model_path, **overrides) -> LearnerConfig:
+    # lr 1e-2 without warmup: Adam's first step moves weights by ~1e-2, logprobs by far more than bf16 noise
+    values = dict(num_ranks=1, gpus_per_rank=1, kl_coef=0.0, tis_cap=None, ppo_epochs=1, mini_batch_size=None,
+                  lr=1e-2, warmup_steps=0)
+    values.update(overrides)
+    return learner_config(model_path, **values)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_nccl_bf16_mixed_precision(ray_cluster, model_path):
+    group = LearnerGroup(gpu_config(model_path, attn_implementation="sdpa"))
+    try:
+        assert group.rank_info[0]["backend"] == "nccl" and group.rank_info[0]["device"].startswith("cuda")
+        batch = five_samples(advantages=[1.0] * 5)
+        got = group.compute_logprobs(batch)
+        reference = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
+        with torch.no_grad():
+            logits = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        want = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+        mask = batch.attention_mask[:, 1:].bool()
+        assert (got[:, 1:] - want).abs()[mask].max() <= BF16_ATOL  # bf16 compute, not fp32
+        stats = group.train_step(batch)
+        assert math.isfinite(stats["grad_norm"]) and stats["optimizer_steps"] == 1
+        after = group.compute_logprobs(batch)
+        assert (mean_response_logprob(after, batch) > mean_response_logprob(got, batch)).all()
+        state = weights(group)
+        assert all(t.dtype == torch.float32 for t in state.values())  # fp32 master weights under bf16 compute
+    finally:
+        group.shutdown()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_flash_attention_matches_sdpa(ray_cluster, model_path):
+    pytest.importorskip("flash_attn", reason="flash-attn is not installed")
+    batch = five_samples()
+    results = {}
+    for attn in ("auto", "sdpa"):
+        group = LearnerGroup(gpu_config(model_path, attn_implementation=attn))
+        try:
+            results[group.rank_info[0]["attn_implementation"]] = group.compute_logprobs(batch)
+        finally:
+            group.shutdown()
+    assert set(results) == {"flash_attention_2", "sdpa"}  # auto picked flash-attention on CUDA
+    mask = batch.attention_mask.bool()
+    assert (results["flash_attention_2"] - results["sdpa"]).abs()[mask].max() <= BF16_ATOL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_gpu_one_and_two_ranks_agree(ray_cluster, model_path):
+    batch = five_samples()
+    initial = {k: v for k, v in AutoModelForCausalLM.from_pretrained(str(model_path)).state_dict().items()
+               if k != "lm_head.weight"}  # tied to the embedding
+    updates, stats = [], []
+    for n in (1, 2):
+        group = LearnerGroup(gpu_config(model_path, num_ranks=n, attn_implementation="sdpa", lr=1e-3))
+        try:
+            stats.append(group.train_step(batch))
+            updates.append({k: v - initial[k] for k, v in weights(group).items()})
+        finally:
+            group.shutdown()
+    # bf16 compute: the two gradients agree to ~1e-2 relative, so Adam's first update lr * g / (|g| + eps)
+    # ~ lr * sign(g) differs only where a g ~ 0 changes sign (~1% of the elements for a 1e-2 relative
+    # noise), each by 2 lr: the updates agree in L1 to a few percent; a wrong share of samples would not.
+    assert stats[0]["grad_norm"] == pytest.approx(stats[1]["grad_norm"], rel=3e-2)
+    diff = sum((updates[0][k] - updates[1][k]).abs().sum() for k in initial)
+    size = sum(updates[1][k].abs().sum() for k in initial)
+    assert diff / size <= 0.1
