@@ -18,6 +18,7 @@ COMMANDS = {
     "config": "rlsci.commands.config",
     "model": "rlsci.commands.model",
     "data": "rlsci.commands.data",
+    "eval": "rlsci.commands.eval",
 }
 
 
@@ -33,7 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come before or after options (`rlsci eval --k 4 x=1 --out d y=2`):
+    # argparse stops the positional list at the first option, so the rest arrive in `extra`.
+    overrides = [tok for tok in extra if "=" in tok and not tok.startswith("-")]
+    unknown = [tok for tok in extra if tok not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     return int(args._run(args) or 0)
 
 

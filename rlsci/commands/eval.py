@@ -1,0 +1,80 @@
+"""`rlsci eval`: evaluate a model on a benchmark suite (rlsci/evaluate.py).
+
+    rlsci eval --model runs/models/tiny --suite configs/eval/smoke.yaml               # CPU
+    rlsci eval --model M --suite configs/eval/science.yaml --engine vllm skip=[wildsci_val]
+    rlsci eval --model M --suite configs/eval/science.yaml --k 8 generation.temperature=0.6
+    rlsci eval --model runs/x/checkpoints/step_000100/hf --suite S --run-dir runs/x --step 100
+
+Writes OUT/items.parquet, OUT/summary.json and OUT/summary.md (default OUT:
+runs/eval/<suite name>/<model folder name>), or with --run-dir/--step the run directory's
+eval/step_XXXXXX.parquet and eval/summary.jsonl. Trailing `key=value` arguments, after all the
+options, override the suite (generation.max_tokens=64, max_samples=20, paths.benchmarks=/data/bench,
+engine_kwargs.max_model_len=4096, ...).
+Exit status: 0 done, 1 the model or a benchmark could not be read, 2 invalid suite or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "evaluate a model on a benchmark suite: accuracy per benchmark and per domain"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a local model folder or a Hugging Face hub id")
+    parser.add_argument("--suite", required=True, type=Path, help="suite YAML, e.g. configs/eval/smoke.yaml")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/eval/<suite>/<model>)"
+    )
+    parser.add_argument(
+        "--engine", choices=("hf", "vllm"), default=None, help="rollout engine (default: the suite's)"
+    )
+    parser.add_argument(
+        "--k", type=int, default=None, help="samples per question (needs generation.temperature > 0)"
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="write eval/ files of this run directory")
+    parser.add_argument("--step", type=int, default=None, help="training step of the model (with --run-dir)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="suite overrides (before or after the options)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlsci.config import ConfigError
+    from rlsci.data.loaders import DataError
+    from rlsci.evaluate import EvalError, evaluate, load_suite_config, print_summary
+
+    if (args.run_dir is None) != (args.step is None):
+        print("rlsci eval: --run-dir and --step go together", file=sys.stderr)
+        return 2
+    overrides = list(args.overrides)
+    if args.engine is not None:
+        overrides.append(f"engine={args.engine}")
+    if args.k is not None:
+        overrides.append(f"generation.k={args.k}")
+    try:
+        suite = load_suite_config(args.suite, overrides)
+    except ConfigError as exc:
+        print(f"rlsci eval: {args.suite}: {exc}", file=sys.stderr)
+        return 2
+    out = args.out
+    if out is None and args.run_dir is None:
+        out = Path("runs") / "eval" / suite.name / Path(args.model.rstrip("/")).name
+    try:
+        summary = evaluate(
+            args.model, suite, out, run_dir=args.run_dir, step=args.step, progress=not args.no_progress
+        )
+    except (EvalError, DataError) as exc:
+        print(f"rlsci eval: {exc}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    if out is not None:
+        print(f"wrote {out / 'items.parquet'}, {out / 'summary.json'}, {out / 'summary.md'}")
+    if args.run_dir is not None:
+        print(
+            f"wrote {args.run_dir / 'eval' / f'step_{args.step:06d}.parquet'}, appended {args.run_dir / 'eval' / 'summary.jsonl'}"
+        )
+    return 0
