@@ -371,7 +371,7 @@ def test_run_dir_layout_with_a_running_engine(engine, tokenizer, tmp_path):
     lines = [json.loads(x) for x in (run_dir / "eval" / "summary.jsonl").read_text().splitlines()]
     assert [(x["format"], x["step"], x["suite"]) for x in lines] == [(1, 7, "smoke"), (1, 12, "smoke")]
     assert lines[0]["eval/wildsci_val/acc"] == pytest.approx(recompute(first, "wildsci_val")["acc"])
-    assert lines[0]["eval/wildsci_val/n/domain/Physics"] == 2.0 and "eval/macro/acc" in lines[0]
+    assert lines[0]["eval/wildsci_val/n/domain/physics"] == 2.0 and "eval/macro/acc" in lines[0]
     assert not (run_dir / "eval" / "summary.json").exists()  # out_dir files only when asked
     with pytest.raises(EvalError, match="run_dir and step go together"):
         evaluate(engine, suite, tokenizer=tokenizer, run_dir=run_dir, sets=sets, progress=False)
