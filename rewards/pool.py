@@ -70,7 +70,7 @@ class PoolStats:
     items: int  # items graded, whatever the outcome
     exceptions: int  # items whose function raised (or returned something that is not a reward)
     timeouts: int  # items that ran past timeout_s (their worker was killed)
-    crashes: int  # items whose worker process died while grading them
+    crashes: int  # items whose worker died while grading them, or that found no worker able to start
     restarts: int  # worker processes started to replace a killed or dead one
     alive: int  # worker processes running now (starting, idle or busy)
 
@@ -191,6 +191,7 @@ class RewardPool:
         self._closed = False
         self._started = False
         self._broken: str | None = None  # why no worker can be started any more
+        self._failed: str | None = None  # why the dispatcher thread stopped (a bug), if it did
         self._thread: threading.Thread | None = None
 
     @property
@@ -258,6 +259,8 @@ class RewardPool:
             future.set_result([])
             return future
         with self._lock:
+            if self._failed is not None:
+                raise RuntimeError(self._failed)
             if self._closed or self._thread is None:
                 raise RuntimeError("RewardPool is not running: use `with RewardPool(...)` or call start()")
             self._submitted.put(_Job(name, items, [None] * len(items), len(items), future))
@@ -294,10 +297,22 @@ class RewardPool:
             return "exit", f"worker exited (exit code {w.process.exitcode})"
 
     def _dispatch_loop(self) -> None:
+        try:
+            self._dispatch_until_closed()
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            with self._lock:
+                self._failed = f"reward pool dispatcher failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            for job in self._jobs_in_flight():
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError(self._failed or "RewardPool closed while grading"))
+
+    def _dispatch_until_closed(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
-                    break
+                    return
             self._take_submitted()
             self._assign()
             waitables = [self._wake_r]
@@ -318,9 +333,6 @@ class RewardPool:
             for w in list(self._workers):
                 if w.state == "busy" and now >= w.deadline:
                     self._on_timeout(w)
-        for job in self._jobs_in_flight():
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("RewardPool closed while grading"))
 
     def _wake(self) -> None:
         try:
@@ -430,11 +442,14 @@ class RewardPool:
         w.process.join(timeout=5.0)
         w.state, w.deadline = "dead", math.inf
         if start_failure is None:
-            fresh = self._spawn(w.slot)
-            self._workers[w.slot] = fresh
-            with self._lock:
-                self._counts["restarts"] += 1
-            return
+            try:
+                self._workers[w.slot] = self._spawn(w.slot)
+            except OSError as exc:  # e.g. out of processes or file descriptors
+                start_failure = f"cannot start a process: {exc}"
+            else:
+                with self._lock:
+                    self._counts["restarts"] += 1
+                return
         if all(x.state == "dead" for x in self._workers):
             self._broken = f"reward worker failed to start: {start_failure}"
             while self._pending:

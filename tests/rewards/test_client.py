@@ -63,11 +63,14 @@ class FlakyProxy:
                 else:
                     answer = httpx.post(f"{proxy.upstream}{self.path}", content=body, timeout=30)
                     status, content = answer.status_code, answer.content
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
 
             def log_message(self, *args):
                 pass
