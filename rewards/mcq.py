@@ -1,6 +1,7 @@
 """Multiple-choice grading: find the option a response finally committed to, and score it.
 
     extract_choice(response, letters, mode=..., options=...) -> Extraction(pred, rule, format_ok, candidates)
+    after_reasoning(response) -> the graded text (after the last </think>), or None when unclosed
     grade_mcq(response, sample, mode=..., correct=1.0, wrong=0.0, no_answer=0.0, format_bonus=0.0) -> RewardResult
 
 Modes:
@@ -18,11 +19,12 @@ How the committed option is chosen (the rules themselves live in `rewards.mcq_ru
 2. Explicit commitments are ordered by position and the LAST one wins ("the answer is A ...
    wait ... final answer: D" -> D).
 3. Anti-hacking: the final commitment absorbs the commitments just before it when only a short
-   gap separates them (<= 48 non-space characters, no revision word such as "wait",
-   "actually", "no", "not", "but"). If that final cluster names several different letters
-   ("Answer: A\\nAnswer: B\\n...", "\\boxed{A} \\boxed{C}", "A and C", "A B C D E F G H I J"),
-   or a letter that is not among the sample's options ("K" for A-D), there is no prediction.
-   So listing options can never earn a reward, while a real self-correction keeps working.
+   gap separates them (<= 48 characters once white space around it is stripped, no revision
+   word such as "wait", "actually", "no", "not", "but"). If that final cluster names several
+   different letters ("Answer: A\\nAnswer: B\\n...", "\\boxed{A} \\boxed{C}", "A and C",
+   "A B C D E F G H I J"), or a letter that is not among the sample's options ("K" for A-D),
+   there is no prediction. So listing options can never earn a reward, while a real
+   self-correction keeps working.
 4. `format_ok`: the instructed format (strict rules) gives the prediction and nothing but markup
    follows its line: the response ENDS with "Answer: X" or `\\boxed{X}`.
 
@@ -55,7 +57,7 @@ MODES = ("strict", "lenient")
 UNCLOSED_THINK = "unclosed_think"
 
 _TAIL_CHARS = 160  # searched first; most responses end with their answer
-_GAP_MAX = 48  # non-space characters between two commitments of one final cluster
+_GAP_MAX = 48  # characters (stripped) between two commitments of one final cluster
 _REVISION = re.compile(
     r"(?i:\b(?:wait|actually|no|not|but|however|hmm+|instead|rather|correction|reconsider|mistake|wrong"
     r"|oops|sorry|recheck|double|verify|check|although|though|except|incorrect)\b)"
@@ -132,6 +134,18 @@ def _ends_text(text: str, commit: Commitment) -> bool:
     return line_end < 0 or _ALNUM.search(text, line_end) is None
 
 
+def after_reasoning(response: str) -> str | None:
+    """The text after the last `</think>` (all of `response` when there is none), or None when
+    a `<think>` is left open at the end (truncated reasoning: nothing to grade). Shared by every
+    grader so that they agree on what is graded."""
+    tag = response.rfind("think>")  # one pass finds the last "<think>" or "</think>"
+    while tag > 0 and response[tag - 1] != "<" and response[tag - 2 : tag] != "</":
+        tag = response.rfind("think>", 0, tag)
+    if tag > 0 and response[tag - 1] == "<":
+        return None
+    return response[tag + 6 :] if tag > 1 else response
+
+
 def extract_choice(
     response: str,
     letters: Sequence[str],
@@ -148,12 +162,9 @@ def extract_choice(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     lenient = mode == "lenient"
-    tag = response.rfind("think>")  # one pass finds the last "<think>" or "</think>"
-    while tag > 0 and response[tag - 1] != "<" and response[tag - 2 : tag] != "</":
-        tag = response.rfind("think>", 0, tag)
-    if tag > 0 and response[tag - 1] == "<":
+    text = after_reasoning(response)
+    if text is None:
         return Extraction(None, UNCLOSED_THINK, False)
-    text = response[tag + 6 :] if tag > 1 else response
     # Search the tail first, then segments 4x longer further back, until the final cluster
     # (and the strict one, for format_ok) cannot take in anything earlier.
     n = len(text)
@@ -226,8 +237,6 @@ def grade_mcq(
         letters = _checked_letters(tuple(sample.options), gold)
     except ValueError as err:
         raise ValueError(f"{err} (sample id={sample.id!r})") from None
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     ex = extract_choice(response, letters, mode=mode, options=sample.options)
     score = format_bonus if ex.format_ok else 0.0
     if ex.pred is None:

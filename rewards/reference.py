@@ -5,8 +5,8 @@ reference text, e.g. "3.2", "1.5e-3 m/s", "6.022 \times 10^{23}", "H2O", "yes". 
 is a bare number and `sample.meta["unit"]` holds a unit (SciBench keeps `answer_number` and
 `unit` apart), the unit is appended: answer "4.3" with unit "$10^6$ m" is the reference 4.3e6 m.
 
-Extraction from the text after the last `</think>` (an unclosed `<think>` is truncated
-reasoning: no answer):
+Extraction from the text after the last `</think>` (a `<think>` left open, even after an
+earlier closed block, is truncated reasoning: no answer):
     answer_line   the last line "Answer: ..." or "Final answer: ..."     } whichever of the two
     boxed         the last \boxed{...}, nested braces allowed            } comes later
     answer_is     else the last "the (final) answer is ...", up to the end of its sentence
@@ -45,6 +45,8 @@ import re
 from dataclasses import dataclass
 
 from rewards.base import RewardResult, Sample
+from rewards.mcq import UNCLOSED_THINK, after_reasoning
+from rewards.mcq_rules import ANSWER_IS, ANSWER_LINE, BOXED  # the same rule names as the mcq grader
 
 DEFAULT_REL_TOL = 1e-2
 
@@ -351,7 +353,6 @@ _ANSWER_LINE = re.compile(
 _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?\s*(?P<ans>[^\n]+)", re.I)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|;")
 _ALNUM = re.compile(r"[^\W_]")
-ANSWER_LINE, BOXED, ANSWER_IS, UNCLOSED_THINK = "answer_line", "boxed", "answer_is", "unclosed_think"
 
 
 def _last_boxed(text: str) -> tuple[str, int] | None:
@@ -410,18 +411,17 @@ def _find_answer(text: str) -> tuple[str | None, str | None, int]:
 def extract_answer(response: str) -> tuple[str | None, str | None, bool]:
     """Response -> (rule, answer text, format_ok); rule and text are None when nothing is found.
 
-    Only the text after the last `</think>` is read; an unclosed `<think>` is truncated
-    reasoning: (UNCLOSED_THINK, None, False). format_ok: the answer is in an instructed format
-    (`Answer:` line or `\\boxed{}`) and no letter or digit follows the line it ends on.
+    Only the text after the last `</think>` is read (`rewards.mcq.after_reasoning`); a
+    `<think>` left open is truncated reasoning: (UNCLOSED_THINK, None, False). format_ok: the
+    answer is in an instructed format (`Answer:` line or `\\boxed{}`) and no letter or digit
+    follows the line it ends on.
     """
-    cut = response.rfind("</think>")
-    if cut >= 0:
-        response = response[cut + len("</think>") :]
-    elif "<think>" in response:
+    graded = after_reasoning(response)
+    if graded is None:
         return UNCLOSED_THINK, None, False
-    rule, answer, end = _find_answer(response)
-    line_end = response.find("\n", end)
-    trailing = _ALNUM.search(response, line_end) if line_end >= 0 else None
+    rule, answer, end = _find_answer(graded)
+    line_end = graded.find("\n", end)
+    trailing = _ALNUM.search(graded, line_end) if line_end >= 0 else None
     return rule, answer, rule in (ANSWER_LINE, BOXED) and trailing is None
 
 

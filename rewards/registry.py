@@ -32,6 +32,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import math
+import numbers
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -184,12 +185,19 @@ def build_reward(cfg: RewardConfig) -> RewardFn:
 
 def safe_grade(fn: RewardFn, response: str, sample: Sample) -> RewardResult:
     """fn(response, sample) as a RewardResult; never raises. An exception, a return value that
-    is not a reward, or a non-finite score becomes score 0.0, correct None and `error` set."""
+    is not a reward, or a score that is not a finite number becomes score 0.0, correct None and
+    `error` set."""
     try:
         result = as_result(fn(response, sample))
     except Exception as exc:
         return RewardResult(
             score=0.0, correct=None, error=f"{type(exc).__name__}: {exc} (reward {reward_name(fn)})"
+        )
+    if not isinstance(result.score, numbers.Real):
+        return RewardResult(
+            score=0.0,
+            correct=None,
+            error=f"score {result.score!r} is not a number (reward {reward_name(fn)})",
         )
     if not math.isfinite(result.score):
         return RewardResult(

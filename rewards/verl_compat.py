@@ -35,10 +35,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rewards.base import RewardResult, Sample
-from rewards.mcq import extract_choice, grade_mcq
+from rewards.mcq import MODES, extract_choice, grade_mcq
 
 DEFAULT_LETTERS = tuple(string.ascii_uppercase[:10])  # A–J, WildSci's ten options
-MODES = ("strict", "lenient")
 
 
 def compute_score(

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rewards.config import RewardConfig
 from rlsci.data.config import DataConfig
@@ -77,15 +78,21 @@ def load_config(
         raise ConfigError(_format_errors(errors))
 
     origin = _provenance(sources)
+    roots = {f.name for f in dataclasses.fields(schema)}
     merged = OmegaConf.merge(OmegaConf.create(_defaults_as_dict(schema)), *(t for _, t in sources))
-    resolved = OmegaConf.to_container(merged, resolve=True)
+    try:
+        resolved = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as exc:  # ${a.b} naming no key, an unknown resolver, a cycle
+        key = getattr(exc, "full_key", "") or "<root>"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(
+            _format_errors([f"`{key}` cannot be resolved: {reason} [{key} from {_origin_of(key, origin)}]"])
+        ) from exc
     cfg = _build(resolved, schema, prefix="", source="merged config", errors=errors)
     if not errors:
-        section_errors: list[str] = []
-        _validate_sections(cfg, section_errors)
-        errors.extend(_with_origin(e, origin) for e in section_errors)
-    if errors:
-        raise ConfigError(_format_errors(errors))
+        _validate_sections(cfg, errors)
+    if errors:  # messages after merging name their keys; append where those keys were set
+        raise ConfigError(_format_errors([_with_origin(e, origin, roots) for e in errors]))
     return cfg
 
 
@@ -93,11 +100,17 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML, written by OmegaConf so that it reads back through the same
+    loader to equal values (a string such as "1e-3" is quoted; plain PyYAML would not)."""
+    return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
+
+
 def dump_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (what `load_config(path)` reads back to an equal config)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    path.write_text(config_to_yaml(cfg))
     return path
 
 
@@ -109,8 +122,8 @@ def _read_with_defaults(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, 
     if not path.is_file():
         where = f" (listed in `defaults` of {chain[-1]})" if chain else ""
         raise ConfigError(f"config file not found: {path}{where}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
+    try:  # OmegaConf's YAML loader, as for overrides: "1e-3" is a float, a repeated key an error
+        tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(tree, dict):
@@ -156,11 +169,21 @@ def _provenance(sources: list[tuple[str, dict]]) -> dict[str, str]:
     return origin
 
 
-def _with_origin(message: str, origin: dict[str, str]) -> str:
-    """Append where the keys a message names were set ("defaults" when no source set them)."""
-    keys = dict.fromkeys(re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", message))
-    where = [f"{k} from {origin.get(k, 'defaults')}" for k in keys]
+def _with_origin(message: str, origin: dict[str, str], roots: typing.Collection[str]) -> str:
+    """Append where the config keys a message names were set: the source that set the key or
+    its nearest parent ("data.ood" for "data.ood[0].name"), else "defaults". A key is a dotted
+    name starting with a top-level section in `roots` (so "such.yaml" in a path is none)."""
+    found = dict.fromkeys(re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", message))
+    where = [f"{k} from {_origin_of(k, origin)}" for k in found if k.split(".")[0] in roots]
     return f"{message} [{'; '.join(where)}]" if where else message
+
+
+def _origin_of(key: str, origin: dict[str, str]) -> str:
+    parts = re.sub(r"\[\d+\]", "", key).split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in origin:
+            return origin[".".join(parts[:n])]
+    return "defaults"
 
 
 def _format_errors(errors: list[str]) -> str:

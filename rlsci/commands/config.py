@@ -14,9 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from rlsci.config import ConfigError, config_to_dict, load_config
+    from rlsci.config import ConfigError, config_to_yaml, load_config
 
     file = args.file
     overrides = list(args.overrides)
@@ -28,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    sys.stdout.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    sys.stdout.write(config_to_yaml(cfg))
     return 0

@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     init = sub.add_parser("init", help="write a random model and its tokenizer to a directory")
     init.add_argument("--size", default="tiny", help="micro | tiny | small | base (default: tiny)")
     init.add_argument("--out", required=True, help="output directory (created)")
-    init.add_argument("--seed", type=int, default=0, help="seed of the weights and the corpus (default: 0)")
+    init.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights (default: 0; not of the tokenizer)"
+    )
     init.add_argument(
         "--corpus",
         default=None,
@@ -36,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.model_command == "sizes":
+        texts = default_corpus()
         for name, shape in SIZES.items():
-            rows = embedding_rows(len(train_tokenizer(default_corpus(), shape.vocab_size)))
+            rows = embedding_rows(len(train_tokenizer(texts, shape.vocab_size)))
             print(f"{name:6s} {count_parameters(shape, rows):>11,d} parameters ({rows} vocabulary rows)  {shape}")
         return 0
     if args.size not in SIZES:
@@ -45,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     corpus = None
     if args.corpus is not None:
-        with open(args.corpus, encoding="utf-8") as f:
-            corpus = [line.rstrip("\n") for line in f if line.strip()]
+        try:
+            with open(args.corpus, encoding="utf-8") as f:
+                corpus = [line.rstrip("\n") for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"rlsci model init: cannot read --corpus {args.corpus}: {exc}", file=sys.stderr)
+            return 2
         if not corpus:
             print(f"rlsci model init: --corpus {args.corpus} has no non-empty line", file=sys.stderr)
             return 2

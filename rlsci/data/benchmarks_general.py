@@ -8,6 +8,7 @@ the shared checks of rlsci.data.loaders run afterwards. Registered in rlsci.data
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from rlsci.data.loaders import (
     normalize_options,
     optional_text,
     read_source,
+    read_text,
     require_object,
     show,
 )
@@ -138,8 +140,7 @@ def read_mmlu(path: Path) -> list[Record]:
     if path.suffix.lower() != ".csv":
         return read_source(path)
     subject = _MMLU_SPLIT_SUFFIX.sub("", path.stem)
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     records = []
     for i, cells in enumerate(rows):
         value: Any = cells

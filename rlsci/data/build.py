@@ -29,6 +29,7 @@ from rlsci.data.loaders import (
     LoadReport,
     LoadResult,
     OnBadRow,
+    RowError,
     RowFn,
     convert_records,
     read_each,
@@ -89,9 +90,12 @@ def load_any(
     if format == "auto":
         detected = {source: detect_format(found[0].value) for source, found in per_source.items()}
         for source, found in per_source.items():
+            first = found[0]
+            if isinstance(first.value, RowError):  # a jsonl line that is no JSON
+                raise DataError(f"{first.file}:{first.row}: cannot tell the format: {first.value}")
             if detected[source] is None:
                 raise DataError(
-                    f"{source}: cannot tell the format from its first row (fields: {_fields(found[0].value)}); "
+                    f"{source}: cannot tell the format from its first row (fields: {_fields(first.value)}); "
                     f"pass the format explicitly, one of {', '.join(INPUT_FORMATS[1:])}"
                 )
         if len(set(detected.values())) > 1:

@@ -70,7 +70,8 @@ class DataConfig:
         if self.val.source == "wildsci_val":
             if self.val.per_discipline < 1:
                 errors.append(f"data.val.per_discipline must be >= 1, got {self.val.per_discipline}")
-            if self.format in INPUT_FORMATS and self.format not in ("auto", "wildsci"):
+            # rlsci's own rows ("samples", as `rlsci data export` writes WildSci) keep voting_type in meta
+            if self.format in INPUT_FORMATS and self.format not in ("auto", "wildsci", "samples"):
                 errors.append(
                     f"data.val.source=wildsci_val needs WildSci rows (voting_type), but data.format={self.format!r}"
                 )

@@ -66,6 +66,16 @@ def verl_rows(
     ]
 
 
+def write_jsonl(samples: Sequence[Sample], path: str | Path) -> Path:
+    """rlsci rows, one `Sample.to_dict()` per line (UTF-8, non-ASCII kept); the folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+    return path
+
+
 def write_samples(
     samples: Sequence[Sample],
     path: str | Path,
@@ -78,12 +88,9 @@ def write_samples(
     if not samples:
         raise DataError(f"nothing to write to {path}: no samples")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if format == "jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for s in samples:
-                f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
-        return path
+        return write_jsonl(samples, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     import pyarrow as pa
     import pyarrow.parquet as pq
 

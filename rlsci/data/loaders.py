@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import re
@@ -506,10 +507,9 @@ def read_records(path: Path) -> list[Record]:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot read as parquet: {exc}") from exc
         return [Record(name, i + 1, r) for i, r in enumerate(rows)]
+    text = read_text(path)
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return [Record(name, i + 1, r) for i, r in enumerate(csv.DictReader(f))]
-    text = path.read_text(encoding="utf-8")
+        return [Record(name, i + 1, r) for i, r in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
     if suffix == ".json":
         try:
             return _json_records(name, json.loads(text))
@@ -517,6 +517,18 @@ def read_records(path: Path) -> list[Record]:
             if exc.msg != "Extra data":  # "Extra data" after the first value: JSON lines
                 raise DataError(f"{path}: not valid JSON: {exc}") from exc
     return _jsonl_records(name, text)
+
+
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text; DataError naming the file, line and byte where it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8"
+        ) from exc
 
 
 def _json_records(name: str, data: Any) -> list[Record]:
@@ -528,8 +540,10 @@ def _json_records(name: str, data: Any) -> list[Record]:
 
 
 def _jsonl_records(name: str, text: str) -> list[Record]:
+    """One record per line. Lines end at "\n" only: str.splitlines would also cut at U+2028,
+    U+0085 and other characters a JSON string may hold unescaped (json.dumps(ensure_ascii=False))."""
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -147,7 +147,8 @@ def render_messages(sample: Sample, prompt: PromptConfig | PromptTemplate) -> li
     Pass a PromptTemplate (from `resolve_template`) in loops so the YAML is read once."""
     template = prompt if isinstance(prompt, PromptTemplate) else resolve_template(prompt)
     if sample.options:
-        options = "\n".join(template.option_format.format(letter=k, text=v) for k, v in sample.options.items())
+        lines = (template.option_format.format(letter=k, text=v) for k, v in sorted(sample.options.items()))
+        options = "\n".join(lines)
         user = template.user.format(question=sample.question, options=options, instruction=ANSWER_INSTRUCTION)
     else:
         user = template.user_free_form.format(question=sample.question, options="", instruction=REFERENCE_INSTRUCTION)

@@ -22,13 +22,13 @@ Splits:
 from __future__ import annotations
 
 import functools
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rewards.base import Sample
+from rlsci.data.export import write_jsonl
 from rlsci.data.options import letters, stable_int
 from rlsci.data.prompts import DEFAULT_TEMPLATE, render_messages
 
@@ -289,14 +289,6 @@ def generate(n: int, seed: int, split: str = "train", num_options: int | tuple[i
             f"synthetic split {split!r}: only {len(out)} distinct questions after {max_draws} draws, {n} asked"
         )
     return out
-
-
-def write_jsonl(samples: list[Sample], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
-    return path
 
 
 def write_splits(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rewards.base import Sample
-from rewards.mcq import ANSWER_INSTRUCTION, Extraction, extract_choice, grade_mcq
+from rewards.mcq import ANSWER_INSTRUCTION, Extraction, after_reasoning, extract_choice, grade_mcq
 from rewards.mcq_rules import find_commitments
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / ".." / "shared" / "benchmarks"
@@ -218,6 +218,23 @@ def test_only_the_text_after_the_reasoning_is_graded(response, pred, rule):
         if mode == "strict" and rule == "answer_is":
             continue
         assert (got.pred, got.rule) == (pred, rule)
+
+
+@pytest.mark.parametrize(
+    ("response", "graded"),
+    [
+        ("no reasoning block", "no reasoning block"),
+        ("<think>r</think>after", "after"),
+        ("<think>a</think>mid<think>b</think>end", "end"),
+        ("opened by the template</think>end", "end"),
+        ("</think>", ""),
+        ("<think>truncated", None),
+        ("<think>a</think>Answer: B\n<think>more", None),
+        ("think> is no tag", "think> is no tag"),
+    ],
+)
+def test_after_reasoning(response, graded):
+    assert after_reasoning(response) == graded
 
 
 # ------------------------------------------------------------------------------ letters in words and units

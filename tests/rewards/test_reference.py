@@ -144,6 +144,9 @@ def test_extraction_rules():
     # reasoning is skipped; an unclosed <think> has no answer
     assert extract_answer("<think>Answer: 1</think>Answer: 2") == ("answer_line", "2", True)
     assert extract_answer("<think>Answer: 1") == ("unclosed_think", None, False)
+    # a block reopened after a closed one is truncated too, exactly as the mcq grader sees it
+    assert extract_answer("<think>a</think>Answer: 1\n<think>more") == ("unclosed_think", None, False)
+    assert extract_answer("template-opened reasoning</think>\nAnswer: 3") == ("answer_line", "3", True)
     assert extract_answer("I do not know") == (None, None, False)
 
 

@@ -40,13 +40,12 @@ def write(tmp_path, name: str, body: str):
 
 @pytest.fixture
 def fake_entry_points(monkeypatch):
-    """Install entry points {name: "module:attr"} in group rlsci.rewards (the lookup is patched,
-    the EntryPoint objects and their .load() are real)."""
+    """Install entry points [(name, "module:attr"), ...] in group rlsci.rewards (the lookup is
+    patched, the EntryPoint objects and their .load() are real); a name may repeat, as when two
+    installed distributions declare it."""
 
-    def install(points: dict[str, str]):
-        eps = [
-            importlib.metadata.EntryPoint(name=n, value=v, group=ENTRY_POINT_GROUP) for n, v in points.items()
-        ]
+    def install(points: list[tuple[str, str]]):
+        eps = [importlib.metadata.EntryPoint(name=n, value=v, group=ENTRY_POINT_GROUP) for n, v in points]
         real = importlib.metadata.entry_points
 
         def entry_points(**kwargs):
@@ -156,7 +155,7 @@ def test_entry_point_spec(tmp_path, monkeypatch, fake_entry_points):
         "def shouty(response, sample):\n    '''1.0 for an all-caps response.'''\n    return float(response.isupper())\n",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    fake_entry_points({"shouty": "rlsci_test_mod_ep:shouty"})
+    fake_entry_points([("shouty", "rlsci_test_mod_ep:shouty")])
     fn = load_fn("shouty", CFG)
     assert fn("YES", SAMPLE) == 1.0 and fn("yes", SAMPLE) == 0.0
     rows = {row["name"]: row for row in list_rewards()}
@@ -166,13 +165,28 @@ def test_entry_point_spec(tmp_path, monkeypatch, fake_entry_points):
 
 
 def test_entry_point_errors(fake_entry_points):
-    fake_entry_points({"broken": "rlsci_no_such_module_xyz:fn", "twice": "a:b"})
+    fake_entry_points(
+        [
+            ("broken", "rlsci_no_such_module_xyz:fn"),
+            ("twice", "pkg_a:f"),
+            ("twice", "pkg_b:f"),
+            ("mcq", "pkg_c:f"),
+        ]
+    )
     with pytest.raises(
         ImportError, match=r"reward 'broken': entry point 'rlsci_no_such_module_xyz:fn' failed to load"
     ):
         load_fn("broken", CFG)
-    row = next(r for r in list_rewards() if r["name"] == "broken")
-    assert row["doc"].startswith("(fails to load: ModuleNotFoundError")
+    rows = list_rewards()
+    broken = next(r for r in rows if r["name"] == "broken")
+    assert broken["doc"].startswith("(fails to load: ModuleNotFoundError")
+    # one name declared by two distributions: refused, naming both, never one picked silently
+    with pytest.raises(ValueError, match=r"reward 'twice': several entry points .* \('pkg_a:f', 'pkg_b:f'\)"):
+        load_fn("twice", CFG)
+    # an entry point named like a built-in never replaces it, and the listing says so
+    assert load_fn("mcq", CFG)("The answer is B.", SAMPLE).correct is True
+    shadowed = next(r for r in rows if r["name"] == "mcq" and r["kind"] == "entry_point")
+    assert shadowed["doc"].startswith("(shadowed by the built-in 'mcq')")
 
 
 # ----------------------------------------------------------------------------- verl functions
@@ -294,6 +308,10 @@ def test_safe_grade(tmp_path):
     assert safe_grade(weighted, "Answer: B", SAMPLE).error.endswith(f"(reward 1*mcq + 1*{path}:boom)")
     # a plain function is named by its __name__
     assert safe_grade(lambda r, s: {}["k"], "x", SAMPLE).error == "KeyError: 'k' (reward <lambda>)"
+    # a RewardResult whose score is no number is caught too (math.isfinite would raise on it)
+    for bad in (None, "1.0"):
+        result = safe_grade(lambda r, s, bad=bad: RewardResult(score=bad), "x", SAMPLE)
+        assert (result.score, result.error) == (0.0, f"score {bad!r} is not a number (reward <lambda>)")
     # a float is wrapped
     assert safe_grade(lambda r, s: 0.5, "x", SAMPLE) == RewardResult(score=0.5)
 

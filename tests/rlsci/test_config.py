@@ -90,6 +90,30 @@ def test_list_of_dataclasses_is_typed_and_required_fields_checked(tmp_path):
         load_config(h)
 
 
+def test_yaml_file_reads_like_an_override(tmp_path):
+    # "1e-3" is a float in YAML 1.2 and on the command line; PyYAML alone would read a string
+    f = write(tmp_path / "c.yaml", "reward: {no_answer: -1e-1, format_bonus: 5e-2}\n")
+    cfg = load_config(f)
+    assert (cfg.reward.no_answer, cfg.reward.format_bonus) == (-0.1, 0.05)
+    assert load_config(None, ["reward.no_answer=-1e-1"]).reward.no_answer == -0.1
+    # a key given twice in one file would silently keep the last one: refused instead
+    twice = write(tmp_path / "twice.yaml", "run: {seed: 1}\nrun: {seed: 2}\n")
+    with pytest.raises(ConfigError, match=r"(?s)twice\.yaml: not valid YAML.*found duplicate key run"):
+        load_config(twice)
+
+
+def test_errors_found_after_merging_name_where_the_key_was_set(tmp_path):
+    f = write(tmp_path / "c.yaml", "run: {dir: '${run.nme}/x'}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    expected = f"`run.dir` cannot be resolved: Interpolation key 'run.nme' not found [run.dir from {f}]"
+    assert expected in str(err.value)
+    # a list item missing a required field is found only after merging: named by the list's source
+    expected = r"`reward.terms\[0\].fn` is required \(str\) \[reward.terms from command line\]"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(f, ["run.dir=x", "reward.terms=[{weight: 2.0}]"])
+
+
 def test_defaults_cycle_and_missing_file(tmp_path):
     write(tmp_path / "a.yaml", "defaults: [b.yaml]\n")
     write(tmp_path / "b.yaml", "defaults: [a.yaml]\n")
@@ -107,6 +131,10 @@ def test_dump_then_load_round_trip(tmp_path):
     cfg = load_config(None, ["run.name=rt", "reward.terms=[{fn: mcq, weight: 2.0}]", "reward.no_answer=-0.5"])
     path = dump_config(cfg, tmp_path / "out" / "config.yaml")
     assert load_config(path) == cfg
+    # strings that YAML would read as numbers or booleans stay strings
+    odd = load_config(None, ["run.name='1e-3'", "reward.fn='yes'"])
+    assert (odd.run.name, odd.reward.fn) == ("1e-3", "yes")
+    assert load_config(dump_config(odd, tmp_path / "odd.yaml")) == odd
 
 
 def test_cli_prints_resolved_config_and_fails_on_errors(capsys, tmp_path):

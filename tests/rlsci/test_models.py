@@ -184,6 +184,20 @@ def test_cli_model_init_with_a_corpus_file(tmp_path):
     assert record["corpus_texts"] == 3  # the three non-empty lines
 
 
+def test_cli_model_init_argument_errors(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["model", "init", "--size", "huge", "--out", str(out)]) == 2
+    assert "unknown --size 'huge'; expected one of micro, tiny, small, base" in capsys.readouterr().err
+    missing = tmp_path / "missing.txt"
+    assert main(["model", "init", "--size", "micro", "--out", str(out), "--corpus", str(missing)]) == 2
+    assert f"cannot read --corpus {missing}" in capsys.readouterr().err
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    assert main(["model", "init", "--size", "micro", "--out", str(out), "--corpus", str(blank)]) == 2
+    assert "has no non-empty line" in capsys.readouterr().err
+    assert not out.exists()  # nothing written on an argument error
+
+
 def test_models_of_different_seeds_share_the_tokenizer(tmp_path):
     a = init_tiny_model(tmp_path / "a", size="micro", seed=1)
     b = init_tiny_model(tmp_path / "b", size="micro", seed=2)

@@ -100,6 +100,15 @@ def test_tiers_disciplines_and_subset():
     assert len(small) == 5 and build_data(cfg).train == small
 
 
+def test_wildsci_val_from_exported_rlsci_rows(tmp_path):
+    # `rlsci data export --format jsonl` keeps voting_type in meta: WildSci-Val works on format "samples"
+    path = write_samples(load_any("bundled:wildsci_sample").samples, tmp_path / "ws.jsonl", "jsonl")
+    cfg = DataConfig(train=[str(path)], format="samples", val=ValConfig(per_discipline=1))
+    assert cfg.validate() == []
+    bundle = build_data(cfg)
+    assert (len(bundle.train), len(bundle.val)) == (27, 9)  # as from the WildSci rows themselves
+
+
 def test_val_file_is_excluded_from_train(tmp_path):
     samples = load_any("bundled:wildsci_sample").samples
     val_path = tmp_path / "val.jsonl"
@@ -149,5 +158,9 @@ def test_load_any_detects_formats(fixture_file, tmp_path):
         DataError, match=r"cannot tell the format from its first row \(fields: prompt, completion\)"
     ):
         load_any(odd)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": \n')
+    with pytest.raises(DataError, match=r"broken.jsonl:1: cannot tell the format: <line>: not JSON: .*invalid_json"):
+        load_any(broken)
     with pytest.raises(DataError, match="sources of different formats cannot be loaded together"):
         load_any(["bundled:wildsci_sample", fixture_file("arc.jsonl")])

@@ -39,6 +39,26 @@ def test_jsonl_rows_are_line_numbers_and_blank_lines_are_skipped(tmp_path):
     assert [(r.row, r.value) for r in records] == [(1, {"a": 1}), (3, {"a": 2})]
 
 
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 and U+0085 raw; str.splitlines would cut there
+    path = tmp_path / "x.jsonl"
+    row = {"question": "a\u2028b\x85c"}
+    path.write_bytes((json.dumps(row, ensure_ascii=False) + "\r\n\r\n" + json.dumps(row) + "\r\n").encode())
+    assert [(r.row, r.value) for r in read_records(path)] == [(1, row), (3, row)]
+
+
+@pytest.mark.parametrize(("suffix", "body", "line"), [
+    (".jsonl", b'{"q": "ok"}\n{"q": "caf\xe9"}\n', 2),
+    (".json", b'[{"q": "caf\xe9"}]', 1),
+    (".csv", b"question\nok\ncaf\xe9\n", 3),
+])  # fmt: skip
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, suffix, body, line):
+    path = tmp_path / f"latin1{suffix}"
+    path.write_bytes(body)
+    with pytest.raises(DataError, match=rf"latin1\{suffix}:{line}: not UTF-8 text \(invalid continuation"):
+        read_records(path)
+
+
 def test_json_list_object_of_records_and_json_lines_in_a_json_file(tmp_path):
     listed = tmp_path / "list.json"
     listed.write_text('[{"a": 1}, {"a": 2}]')

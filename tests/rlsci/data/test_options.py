@@ -53,6 +53,20 @@ def test_permute_options_by_hand():
         permute_options(sample, [0, 0, 1])
 
 
+def test_gold_letter_is_remapped_for_every_permutation():
+    # all 5! = 120 orders of a 5-option question: the gold text keeps its letter, option_order
+    # names the source letter of each new position, and the permutation is read back from it
+    sample = Sample(id="p", question="q", options={k: f"text {k}" for k in "ABCDE"}, answer="D")
+    seen = set()
+    for order in itertools.permutations(range(5)):
+        out = permute_options(sample, order)
+        assert out.options[out.answer] == "text D"
+        assert out.answer == "ABCDE"[order.index(3)]  # D is old index 3
+        assert out.meta["option_order"] == "".join("ABCDE"[i] for i in order)
+        seen.add(out.meta["option_order"])
+    assert len(seen) == 120
+
+
 def test_same_seed_epoch_and_id_give_the_same_order():
     assert shuffle_options(TEN, 0, 3) == shuffle_options(TEN, 0, 3)
     orders = {shuffle_options(TEN, 0, epoch).meta["option_order"] for epoch in range(20)}

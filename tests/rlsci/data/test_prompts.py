@@ -54,6 +54,9 @@ def test_options_keep_their_letter_order(tok):
     text = render_prompt(sample, tok, PromptConfig())
     positions = [text.index(f"\n{k}. {90 - i}\n") for i, k in enumerate(letters)]
     assert positions == sorted(positions)
+    # a dict built out of order is still shown A, B, C
+    unordered = Sample(question="Which?", options={"C": "z", "A": "x", "B": "y"})
+    assert "\nA. x\nB. y\nC. z\n" in render_prompt(unordered, tok, PromptConfig())
 
 
 def test_system_message_from_config_and_template(tok, tmp_path):
