@@ -42,6 +42,20 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _undo_init_step(optimizer: torch.optim.Optimizer, optim_state: dict) -> None:
+    """Set the step count back to 0 after ``get_state_dict`` initialised a never-stepped optimizer.
+
+    ``get_state_dict`` creates the state of an optimizer that never stepped by running one step with zero
+    gradients and lr 0: the AdamW moments stay 0 but ``step`` becomes 1, so the first real update would be
+    bias-corrected as a second one (``0.1 g / (1 - 0.9^2)`` over ``sqrt(0.001 g^2 / (1 - 0.999^2))`` =
+    0.74 lr sign(g) instead of lr sign(g)), in this run and in any run resumed from the checkpoint. With
+    step 0 and zero moments AdamW behaves exactly like a fresh one.
+    """
+    for state in (*optimizer.state.values(), *optim_state["state"].values()):
+        if "step" in state:
+            state["step"].zero_()
+
+
 def save_checkpoint(
     directory: str | Path,
     model: nn.Module,
@@ -56,7 +70,10 @@ def save_checkpoint(
     """Write the checkpoint layout of the module docstring. A collective: every rank must call it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    never_stepped = not optimizer.state
     model_state, optim_state = get_state_dict(model, optimizer)
+    if never_stepped:
+        _undo_init_step(optimizer, optim_state)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(out / "dcp"))
     torch.save(_rng_state(device), out / f"rng_rank_{rank:05d}.pt")
     if rank == 0:

@@ -4,9 +4,16 @@
     old = group.compute_logprobs(batch)                         # (B, L), before the update
     ref = group.compute_logprobs(batch, which="ref")            # only when kl_coef != 0
     stats = group.train_step(dataclasses.replace(batch, old_logprobs=old, ref_logprobs=ref))
-    for bucket in group.state_dict_for_rollout(bucket_bytes=2**28):   # full weights for the engines
-        engine.load_weights(bucket)
+    pool.update_weights([pair for bucket in group.state_dict_for_rollout() for pair in bucket])  # cpu placement
     group.save("runs/x/checkpoints/step_000100"); group.export_hf("runs/x/hf")
+
+Weights to vLLM engines on other GPUs (split placement) go by NCCL broadcast from rank 0:
+
+    host, port = group.weight_sync_address()                                     # once
+    ray.get(pool.submit_init_weight_sync(host, port)
+            + group.submit_init_weight_sync(host, port, pool.weight_sync_world_size()))
+    update = group.weight_sync_update(torch.bfloat16)                            # every step
+    ray.get(pool.submit_update_weights(update) + group.submit_broadcast_weights(dtype=torch.bfloat16))
 
 Algorithm (one ``train_step``): PPO-clip GRPO. The batch is cut into mini-batches of
 ``mini_batch_size`` samples (shuffled per epoch); each mini-batch is one AdamW step, ``ppo_epochs``
@@ -41,6 +48,7 @@ from rlsci.algos import KL_ESTIMATORS, LOSS_AGG_MODES
 from rlsci.batch import RolloutBatch
 from rlsci.learner_worker import LearnerWorker, check_train_batch
 from rlsci.topology import Placement, build_placement, learner_options, release_placement
+from rollouts.weight_transport import NcclUpdate
 
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -84,7 +92,7 @@ class LearnerConfig:
     # resources (one Ray actor = one torch.distributed rank)
     num_ranks: int = 1
     cpus_per_rank: float = 1.0
-    gpus_per_rank: float = 0.0  # 0: CPU ranks with gloo; >0: CUDA ranks with NCCL
+    gpus_per_rank: float = 0.0  # 0: CPU ranks with gloo; 1: a GPU per rank, NCCL; a fraction: colocate placement
     seed: int = 0
 
     def validate(self) -> list[str]:
@@ -124,8 +132,9 @@ class LearnerConfig:
              f"kl_coef and entropy_coef must be >= 0, got {self.kl_coef}, {self.entropy_coef}")
         need(self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         need(self.num_ranks >= 1, f"num_ranks must be >= 1, got {self.num_ranks}")
-        need(self.cpus_per_rank > 0 and self.gpus_per_rank >= 0,
-             f"cpus_per_rank must be > 0 and gpus_per_rank >= 0, got {self.cpus_per_rank}, {self.gpus_per_rank}")
+        need(self.cpus_per_rank > 0 and 0 <= self.gpus_per_rank <= 1,
+             f"cpus_per_rank must be > 0 and gpus_per_rank in [0, 1] (a rank drives one GPU; a fraction shares it "
+             f"with a rollout worker), got {self.cpus_per_rank}, {self.gpus_per_rank}")
         need(self.attn_implementation != "flash_attention_2"
              or (self.gpus_per_rank > 0 and (self.mixed_precision or self.dtype == "bfloat16")),
              "attn_implementation flash_attention_2 needs GPUs (gpus_per_rank > 0) and bf16 compute "
@@ -162,6 +171,7 @@ class LearnerGroup:
         ]
         host, port = ray.get(self.workers[0].rendezvous_address.remote())
         self.rank_info: list[dict] = ray.get([w.setup.remote(host, port) for w in self.workers])
+        self.weight_sync_joined = False  # set by submit_init_weight_sync
 
     def compute_logprobs(self, batch: RolloutBatch, which: Literal["policy", "ref"] = "policy") -> Tensor:
         """(B, L) float32 token logprobs of ``batch`` under the current policy (or the reference model),
@@ -196,6 +206,29 @@ class LearnerGroup:
         for stream in streams[1:]:  # the other ranks yield nothing; wait until their gathers are done
             for ref in stream:
                 ray.get(ref)
+
+    # ------------------------------------------------------------------ NCCL weight sync (split placement, GPU)
+
+    def weight_sync_address(self) -> tuple[str, int]:
+        """(host, free TCP port) on rank 0's node, where the NCCL weight-sync group meets."""
+        return ray.get(self.workers[0].rendezvous_address.remote())
+
+    def submit_init_weight_sync(self, host: str, port: int, world_size: int) -> list[ray.ObjectRef]:
+        """Start rank 0 joining the weight-sync group as its rank 0; ``ray.get`` these refs together with
+        ``RolloutPool.submit_init_weight_sync(host, port)`` (world_size: ``pool.weight_sync_world_size()``)."""
+        self.weight_sync_joined = True
+        return [self.workers[0].init_weight_sync.remote(host, port, world_size)]
+
+    def weight_sync_update(self, dtype: torch.dtype | None = None) -> NcclUpdate:
+        """What ``submit_broadcast_weights(dtype=dtype)`` sends: the engines' ``update_weights`` argument."""
+        return ray.get([w.weight_sync_update.remote(dtype) for w in self.workers])[0]
+
+    def submit_broadcast_weights(self, bucket_bytes: int = 2**28, dtype: torch.dtype | None = None) -> list[ray.ObjectRef]:
+        """Start broadcasting the full weights from rank 0 (every rank gathers, one bucket at a time on the
+        GPU); ``ray.get`` these refs together with ``pool.submit_update_weights(self.weight_sync_update(dtype))``."""
+        if not self.weight_sync_joined:  # checked here: rank 0 failing alone would leave the others in a gather
+            raise RuntimeError("submit_broadcast_weights before submit_init_weight_sync: no weight-sync group to send on")
+        return [w.broadcast_weights.remote(bucket_bytes, dtype) for w in self.workers]
 
     def save(self, directory: str | Path) -> Path:
         """DCP checkpoint of model, optimizer, scheduler, RNG and step (layout: rlsci/checkpoint.py)."""

@@ -151,30 +151,36 @@ def token_logprobs(
     return logprobs, entropy
 
 
+def state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """(HF name, parameter or buffer) of the model's state dict, in state-dict order, without gathering.
+
+    Tied parameters appear once (under their first name, e.g. ``model.embed_tokens.weight`` and not
+    ``lm_head.weight``), as in a Hugging Face checkpoint. Non-persistent buffers (rotary ``inv_freq``)
+    are not part of a state dict and are left out. A sharded parameter is a DTensor whose ``shape`` is
+    the full one.
+    """
+    tensors = {**dict(model.named_buffers()), **dict(model.named_parameters())}  # named_parameters drops tied copies
+    return [(name, tensors[name]) for name in model.state_dict() if name in tensors]
+
+
 def iter_full_state_buckets(
     model: nn.Module, bucket_bytes: int, *, is_source: bool, dtype: torch.dtype | None, to_cpu: bool
 ) -> Iterator[list[tuple[str, Tensor]]]:
-    """Full (unsharded) tensors of the model's state dict in buckets of about ``bucket_bytes``.
+    """Full (unsharded) tensors of ``state_tensors(model)``, in that order, in buckets of about ``bucket_bytes``.
 
     A collective: every rank must run the iterator to its end (each sharded parameter is all-gathered
-    with ``DTensor.full_tensor``). Only the source rank yields buckets, as lists of (HF name, tensor)
-    in state-dict order; the others gather and drop. A bucket holds at least one tensor and is closed
-    once it reaches ``bucket_bytes``, so at most one bucket of full tensors is alive at a time in a
-    consumer that drops each bucket after use. Tied parameters appear once (under their first name,
-    e.g. ``model.embed_tokens.weight`` and not ``lm_head.weight``), as in a Hugging Face checkpoint.
-    Non-persistent buffers (rotary ``inv_freq``) are not part of a state dict and are left out.
+    with ``DTensor.full_tensor``). Only the source rank yields buckets, as lists of (HF name, tensor);
+    the others gather and drop. A bucket holds at least one tensor and is closed once it reaches
+    ``bucket_bytes``, so at most one bucket of full tensors is alive at a time in a consumer that drops
+    each bucket after use.
     """
     # After a no-grad forward the root FSDP module keeps its parameters unsharded (plain tensors that a
     # later reshard frees): reshard first, so every parameter is a DTensor to gather.
     model.reshard()
-    names = list(model.state_dict())
-    tensors = {**dict(model.named_buffers()), **dict(model.named_parameters())}  # named_parameters drops tied copies
     bucket: list[tuple[str, Tensor]] = []
     size = 0
-    for name in names:
-        if name not in tensors:
-            continue
-        value = tensors[name].detach()
+    for name, tensor in state_tensors(model):
+        value = tensor.detach()
         full = value.full_tensor() if isinstance(value, DTensor) else value
         if not is_source:
             continue

@@ -39,8 +39,10 @@ from rlsci.learner_fsdp import (
     load_sharded_model,
     lr_factor,
     resolve_attn_implementation,
+    state_tensors,
     token_logprobs,
 )
+from rollouts.weight_transport import NcclUpdate, NcclWeightSender
 
 if TYPE_CHECKING:
     from rlsci.learner import LearnerConfig
@@ -76,6 +78,7 @@ class LearnerWorker:
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(cfg.cpus_per_rank)))  # Ray reserved this many cores for the rank
         self.step = 0
+        self.weight_sender: NcclWeightSender | None = None  # rank 0, after init_weight_sync
 
     # ------------------------------------------------------------------ setup
 
@@ -93,7 +96,9 @@ class LearnerWorker:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         backend = "nccl" if self.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size)
+        # device_id binds the NCCL communicator to this rank's GPU (barriers and collectives never guess it)
+        dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size,
+                                device_id=self.device if self.device.type == "cuda" else None)
         torch.manual_seed(cfg.seed)
         dtype = DTYPES[cfg.dtype]
         attn = resolve_attn_implementation(cfg.attn_implementation, self.device,
@@ -270,6 +275,28 @@ class LearnerWorker:
     def state_dict_buckets(self, bucket_bytes: int, dtype: torch.dtype | None) -> Iterator[list[tuple[str, Tensor]]]:
         """Buckets of full CPU tensors on rank 0, nothing on the others (they take part in the gathers)."""
         yield from iter_full_state_buckets(self.model, bucket_bytes, is_source=self.rank == 0, dtype=dtype, to_cpu=True)
+
+    def init_weight_sync(self, host: str, port: int, world_size: int) -> None:
+        """Rank 0 joins the NCCL weight-sync group at host:port as its rank 0 (the engines' workers are
+        ranks 1..; rollouts/weight_transport.py). A collective with the engines; other ranks do nothing."""
+        if self.rank == 0:
+            self.weight_sender = NcclWeightSender(host, port, world_size, self.device)
+
+    def weight_sync_update(self, dtype: torch.dtype | None) -> NcclUpdate:
+        """Names, full shapes and dtypes of what broadcast_weights sends, in its order (no gathering).
+
+        Called on every rank: each reshards its root (left unsharded, in the bf16 compute dtype under
+        mixed precision, by a no-grad forward), as ranks whose roots differ would deadlock the next
+        forward's all-gather."""
+        self.model.reshard()
+        return NcclWeightSender.describe(state_tensors(self.model), dtype=dtype)
+
+    def broadcast_weights(self, bucket_bytes: int, dtype: torch.dtype | None) -> None:
+        """Every rank gathers the full weights bucket by bucket (on its GPU); rank 0 broadcasts each bucket
+        over the weight-sync group while the engines run update_weights(weight_sync_update(dtype))."""
+        buckets = iter_full_state_buckets(self.model, bucket_bytes, is_source=self.rank == 0, dtype=dtype, to_cpu=False)
+        for bucket in buckets:
+            self.weight_sender.send(bucket)
 
     def save(self, directory: str) -> None:
         checkpoint.save_checkpoint(directory, self.model, self.optimizer, self.scheduler, step=self.step,

@@ -49,6 +49,12 @@ def _check(strategy: str, learner_ranks: int, rollout_workers: int, gpus_per_ran
         raise ValueError("placement strategy 'cpu' takes no GPUs: set gpus_per_rank and gpus_per_worker to 0")
     if strategy == "split" and gpus_per_rank <= 0:
         raise ValueError("placement strategy 'split' needs gpus_per_rank > 0 (use 'cpu' for a CPU-only run)")
+    if strategy == "split" and gpus_per_rank != int(gpus_per_rank):
+        # PACK would put two learner ranks on one GPU, and NCCL refuses two ranks on one device
+        raise ValueError(
+            f"placement strategy 'split' gives each learner rank whole GPUs: gpus_per_rank must be a whole number, "
+            f"got {gpus_per_rank} (use 'colocate' to share GPUs with rollout workers)"
+        )
     if strategy == "colocate":
         if not (0 < gpus_per_rank < 1 and 0 < gpus_per_worker < 1 and gpus_per_rank + gpus_per_worker <= 1):
             raise ValueError(

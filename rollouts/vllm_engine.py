@@ -68,6 +68,7 @@ class VLLMEngine:
         self.model = str(model)
         self.tensor_parallel_size = tensor_parallel_size
         self.sleep_mode = enable_sleep_mode
+        self.asleep = False
         self.llm = LLM(
             model=self.model,
             seed=seed,
@@ -93,6 +94,7 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         check_request(prompts, sampling)
+        self._check_awake("generate")
         if sampling.seed is not None:
             self.llm.collective_rpc("reseed", args=(sampling.seed,))
         params = SamplingParams(
@@ -125,6 +127,7 @@ class VLLMEngine:
         """Load new weights in every worker, then drop the prefix cache. For an NcclUpdate the
         learner must call `NcclWeightSender.send` with the same tensors concurrently."""
         where = f"VLLMEngine({self.model}).update_weights"
+        self._check_awake("update_weights")  # asleep, the weights' GPU memory is unmapped: writes would fault
         if isinstance(update, NcclUpdate):
             names = update.names
             metas = [[m.name, m.dtype, list(m.shape)] for m in update.tensors]
@@ -157,12 +160,18 @@ class VLLMEngine:
         if not self.sleep_mode:
             raise RuntimeError("VLLMEngine.sleep: build the engine with enable_sleep_mode=True (GPU only)")
         self.llm.sleep(level=1)
+        self.asleep = True
 
     def wake(self) -> None:
         if not self.sleep_mode:
             raise RuntimeError("VLLMEngine.wake: build the engine with enable_sleep_mode=True (GPU only)")
         self.llm.wake_up()
         self.llm.reset_prefix_cache()
+        self.asleep = False
+
+    def _check_awake(self, method: str) -> None:
+        if self.asleep:
+            raise RuntimeError(f"VLLMEngine.{method} while asleep: call wake() first")
 
     def shutdown(self) -> None:
         """Stop the engine-core and worker processes now (not at garbage collection)."""

@@ -98,9 +98,10 @@ class NcclWeightSender:
         self.comm = _nccl_group(host, port, 0, world_size, self.device, timeout_s)
 
     @staticmethod
-    def describe(named: Iterable[tuple[str, Tensor]]) -> NcclUpdate:
-        """What the engines must expect from `send` with the same tensors."""
-        return NcclUpdate(tuple(TensorMeta(name, str(t.dtype), tuple(t.shape)) for name, t in named))
+    def describe(named: Iterable[tuple[str, Tensor]], dtype: torch.dtype | None = None) -> NcclUpdate:
+        """What the engines must expect from `send` with the same tensors (cast to `dtype` when given).
+        Only names, shapes and dtypes are read: a sharded DTensor, whose shape is the full one, will do."""
+        return NcclUpdate(tuple(TensorMeta(name, str(dtype or t.dtype), tuple(t.shape)) for name, t in named))
 
     def send(self, named: Iterable[tuple[str, Tensor]]) -> None:
         """Broadcast each tensor (in order) to all receivers; returns when all were sent."""

@@ -12,13 +12,13 @@ worker receives the same reference.
     completions = pool.generate(prompts, SamplingConfig(n=8, max_tokens=1024))
     pool.update_weights(state_dict.items())
 
-NCCL weight sync (split placement), the controller runs both sides at once:
+NCCL weight sync (split placement), the controller runs both sides at once (the learner's side,
+e.g. rlsci's LearnerGroup, holds the `NcclWeightSender` and describes what it sends as an NcclUpdate):
 
     world = pool.weight_sync_world_size()                  # 1 (learner) + the engines' GPUs
-    refs = pool.submit_init_weight_sync(host, port) + [learner.init_sender.remote(host, port, world)]
-    ray.get(refs)
-    refs = pool.submit_update_weights(nccl_update) + [learner.broadcast.remote()]
-    ray.get(refs)
+    ray.get(pool.submit_init_weight_sync(host, port) + learner.submit_init_weight_sync(host, port, world))
+    update = learner.weight_sync_update()
+    ray.get(pool.submit_update_weights(update) + learner.submit_broadcast_weights())
 """
 
 from __future__ import annotations

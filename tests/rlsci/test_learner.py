@@ -7,9 +7,9 @@ copy it with a checkpoint (save on 2 ranks, load on 1), so no test depends on wh
 """
 
 import dataclasses
+import importlib.util
 import json
 import math
-import os
 
 import pytest
 import ray
@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlsci.batch import RolloutBatch
 from rlsci.learner import LearnerConfig, LearnerGroup
-from rlsci.learner_fsdp import lr_factor
+from rlsci.learner_fsdp import compute_dtype, lr_factor, resolve_attn_implementation, token_logprobs
 from rlsci.models import init_tiny_model
 
 # 1 vs 2 ranks: fp32 gradients summed in another order (per-rank partial sums, then a reduce-scatter;
@@ -35,19 +35,7 @@ RANK_ATOL = 1e-6
 # shapes, differences ~1e-6 on values of magnitude ~7.
 LOGPROB_ATOL = 2e-5
 VOCAB_LOW, VOCAB_HIGH = 3, 259  # the byte tokens, in every tiny model's vocabulary (0-2 are special)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
-    ray.init(num_cpus=8, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    if previous is None:
-        del os.environ["RAY_AUTH_MODE"]
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
+RAY_RESOURCES = {"num_cpus": 8, "num_gpus": torch.cuda.device_count()}  # for the ray_cluster fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +131,50 @@ def test_lr_factor_warmup_then_constant_or_cosine():
     assert lr_factor(99, schedule="cosine", **kw) == pytest.approx(0.1)  # p clamped to 1
 
 
+def test_token_logprobs_divide_logits_by_the_sampling_temperature(model_path):
+    # the engines report log_softmax(z / T)[y] (rollouts/base.py); the learner must score the same
+    # distribution, at the position of the token it scores: from the logits of the prefix alone
+    batch = five_samples()
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
+    with torch.no_grad():
+        logprobs, entropy = token_logprobs(model, batch, temperature=0.7, with_entropy=True)
+        plain, _ = token_logprobs(model, batch, temperature=1.0, with_entropy=False)
+        for i in range(batch.size):
+            n = int(batch.lengths()[i])
+            prefix_logits = model(input_ids=batch.input_ids[i : i + 1, : n - 1]).logits[0]  # (n-1, V)
+            logp = torch.log_softmax(prefix_logits / 0.7, -1)  # row t-1 predicts token t
+            want = logp.gather(-1, batch.input_ids[i, 1:n, None])[:, 0]
+            torch.testing.assert_close(logprobs[i, 1:n], want, atol=LOGPROB_ATOL, rtol=0)
+            torch.testing.assert_close(entropy[i, 1:n], -(logp.exp() * logp).sum(-1), atol=LOGPROB_ATOL, rtol=0)
+            assert logprobs[i, 0] == 0 and entropy[i, 0] == 0
+    # T = 0.7 vs T = 1 differ by far more than the tolerance, so the check above can fail
+    assert (logprobs - plain).abs().max() > 100 * LOGPROB_ATOL
+
+
+def test_attention_auto_picks_flash_attention_only_on_cuda_in_half_precision(monkeypatch):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert resolve_attn_implementation("eager", cuda, torch.bfloat16) == "eager"  # explicit choices pass through
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # flash_attn not installed
+    assert resolve_attn_implementation("auto", cuda, torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert resolve_attn_implementation("auto", cuda, torch.bfloat16) == "flash_attention_2"
+    assert resolve_attn_implementation("auto", cuda, torch.float32) == "sdpa"  # FA2 has no fp32 kernels
+    assert resolve_attn_implementation("auto", cpu, torch.bfloat16) == "sdpa"
+    # bf16 compute: on CUDA under mixed precision (fp32 master weights), else the weights' dtype
+    assert compute_dtype(cuda, torch.float32, mixed_precision=True) == torch.bfloat16
+    assert compute_dtype(cuda, torch.float32, mixed_precision=False) == torch.float32
+    assert compute_dtype(cpu, torch.float32, mixed_precision=True) == torch.float32
+
+
 def test_config_validate_names_the_keys():
     assert learner_config("m").validate() == []
     errors = LearnerConfig().validate()
     assert any(e.startswith("learner.model_path must be set") for e in errors)
     errors = learner_config("m", schedule="cosine", warmup_steps=10, total_steps=10, loss_agg="seq_mean_token_sum_norm",
-                            dual_clip=0.5, num_ranks=0).validate()
+                            dual_clip=0.5, num_ranks=0, gpus_per_rank=2).validate()
     text = "\n".join(errors)
     for key in ("total_steps (10) must exceed warmup_steps", "norm_len must be set", "dual_clip must be > 1",
-                "num_ranks must be >= 1"):
+                "num_ranks must be >= 1", "gpus_per_rank in [0, 1]"):
         assert key in text
     with pytest.raises(ValueError, match="invalid learner config"):
         LearnerGroup(LearnerConfig())  # fails before any actor starts
@@ -255,6 +278,20 @@ def test_export_hf_loads_in_transformers_with_identical_logits(two_ranks, model_
     assert sorted(p.name for p in (tmp_path / "sharded").glob("model*")) == ["model.safetensors"]
 
 
+def test_weight_sync_update_describes_the_gathered_tensors_in_order(two_ranks):
+    # the engines allocate receive buffers from this description, then take the broadcasts in order:
+    # names, full shapes and the cast dtype must match what the gather yields, tensor by tensor
+    two_ranks.compute_logprobs(five_samples())  # a no-grad forward leaves the root unsharded (in bf16 on GPU)
+    update = two_ranks.weight_sync_update(torch.bfloat16)
+    gathered = [(name, t) for bucket in two_ranks.state_dict_for_rollout(bucket_bytes=64_000, dtype=torch.bfloat16)
+                for name, t in bucket]
+    assert [(m.name, m.dtype, m.shape) for m in update.tensors] == [
+        (name, "torch.bfloat16", tuple(t.shape)) for name, t in gathered]
+    assert "lm_head.weight" not in update.names  # tied: sent once, as model.embed_tokens.weight
+    with pytest.raises(RuntimeError, match="before submit_init_weight_sync"):
+        two_ranks.submit_broadcast_weights()  # refused in the driver: no rank is left waiting in a gather
+
+
 @pytest.mark.timeout(180)
 def test_uneven_batches_never_hang(two_ranks):
     # 5 samples over 2 ranks: padded to 6, shares of 3 and 3 (one padding sample); with 32-token
@@ -338,7 +375,10 @@ def test_gpu_nccl_bf16_mixed_precision(ray_cluster, model_path):
             logits = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         want = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
         mask = batch.attention_mask[:, 1:].bool()
-        assert (got[:, 1:] - want).abs()[mask].max() <= BF16_ATOL  # bf16 compute, not fp32
+        error = (got[:, 1:] - want).abs()[mask].max()
+        # bf16 compute: near the fp32 reference, yet far from fp32-compute agreement (~1e-6): bf16 rounds
+        # logits of ~0.2 by ~4e-4 (2^-9 relative), so the largest error over ~50 tokens is well above 1e-5
+        assert 1e-5 < error <= BF16_ATOL
         stats = group.train_step(batch)
         assert math.isfinite(stats["grad_norm"]) and stats["optimizer_steps"] == 1
         after = group.compute_logprobs(batch)
@@ -387,3 +427,39 @@ def test_gpu_one_and_two_ranks_agree(ray_cluster, model_path):
     diff = sum((updates[0][k] - updates[1][k]).abs().sum() for k in initial)
     size = sum(updates[1][k].abs().sum() for k in initial)
     assert diff / size <= 0.1
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (a learner rank, a vLLM engine)")
+def test_gpu_nccl_weight_sync_delivers_the_learner_weights_to_vllm(ray_cluster, model_path):
+    """After a train step, weights broadcast by NCCL give the engine the same greedy outputs as the same
+    weights sent as in-memory tensors (the transport tested against a fresh engine in tests/rollouts)."""
+    pytest.importorskip("vllm")
+    from rollouts import SamplingConfig
+    from rollouts.worker import RolloutPool
+
+    greedy = SamplingConfig(n=1, temperature=0, max_tokens=8)
+    prompts = five_samples().input_ids[:, :4].tolist()
+    group = LearnerGroup(gpu_config(model_path, attn_implementation="sdpa"))
+    pool = RolloutPool("vllm", 1, {"model": str(model_path), "dtype": "float32", "max_model_len": 512,
+                                   "gpu_memory_utilization": 0.3}, num_gpus_per_worker=1)
+    try:
+        before = pool.generate(prompts, greedy)
+        group.train_step(five_samples(advantages=[1.0] * 5))  # lr 1e-2: the weights move far
+        host, port = group.weight_sync_address()
+        world_size = pool.weight_sync_world_size()
+        assert world_size == 2
+        ray.get(pool.submit_init_weight_sync(host, port) + group.submit_init_weight_sync(host, port, world_size))
+        update = group.weight_sync_update()
+        ray.get(pool.submit_update_weights(update) + group.submit_broadcast_weights(bucket_bytes=2**16))
+        by_nccl = pool.generate(prompts, greedy)
+        pool.update_weights([pair for bucket in group.state_dict_for_rollout() for pair in bucket])
+        in_memory = pool.generate(prompts, greedy)
+        assert [c.response_ids for c in by_nccl] == [c.response_ids for c in in_memory]
+        for a, b in zip(by_nccl, in_memory, strict=True):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-6)  # the same fp32 weights, kernels, shapes
+        assert [c.logprobs for c in by_nccl] != [c.logprobs for c in before]
+    finally:
+        pool.shutdown()
+        group.shutdown()

@@ -4,26 +4,13 @@ The cluster declares 4 logical GPUs (Ray only counts them), so `split` and `colo
 be scheduled and inspected on a CPU-only machine.
 """
 
-import os
-
 import pytest
 import ray
 from ray.util.placement_group import placement_group_table
 
 from rlsci.topology import build_placement, learner_options, release_placement, rollout_options
 
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
-    ray.init(num_cpus=6, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    if previous is None:
-        del os.environ["RAY_AUTH_MODE"]
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
+RAY_RESOURCES = {"num_cpus": 6, "num_gpus": 4}  # for the ray_cluster fixture (tests/rlsci/conftest.py)
 
 
 @ray.remote
@@ -82,6 +69,7 @@ def test_colocate_strategy_shares_a_gpu_per_bundle(ray_cluster):
         ("gpu", {}, "placement strategy 'gpu' is unknown"),
         ("cpu", {"gpus_per_rank": 1}, "'cpu' takes no GPUs"),
         ("split", {}, "'split' needs gpus_per_rank > 0"),
+        ("split", {"gpus_per_rank": 0.5}, "gpus_per_rank must be a whole number, got 0.5"),
         ("colocate", {"gpus_per_rank": 0.6, "gpus_per_worker": 0.6, "rollout_workers": 1}, r"0.6 \+ 0.6"),
         ("colocate", {"gpus_per_rank": 0.5, "gpus_per_worker": 0.5, "rollout_workers": 3},
          r"rollout_workers \(3\) must be <= learner_ranks \(2\)"),

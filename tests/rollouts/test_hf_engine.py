@@ -88,6 +88,6 @@ def test_hf_engine_rejects_gpu_transports_and_sleep_on_cpu(hf_engine):
         hf_engine.sleep()
 
 
-def test_hf_engine_stops_at_eos(hf_engine):
+def test_hf_engine_eos_ids_join_tokenizer_and_generation_config(hf_engine):
     # the engine's EOS set: tokenizer eos <|im_end|> (2) and generation_config [2, 0]
     assert hf_engine.eos_ids == {0, 2}

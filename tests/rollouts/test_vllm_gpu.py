@@ -53,6 +53,8 @@ def test_sleep_frees_gpu_memory_and_wake_restores_the_engine(tiny_models, prompt
         free_asleep, _ = torch.cuda.mem_get_info()
         # the KV cache takes most of the engine's 25% share; at least 10% of the GPU comes back
         assert free_asleep - free_awake > 0.10 * total
+        with pytest.raises(RuntimeError, match="update_weights while asleep"):  # its weights are not on the GPU
+            engine.update_weights([])
         engine.wake()
         assert_same_greedy(engine.generate(prompts, GREEDY), before)
     finally:

@@ -36,6 +36,9 @@ def test_nccl_update_describes_tensors_in_send_order():
     update = NcclWeightSender.describe(named)
     assert update.tensors == (TensorMeta("b", "torch.bfloat16", (2, 3)), TensorMeta("a", "torch.float32", (5,)))
     assert update.names == ["b", "a"]
+    # sent cast to bfloat16
+    cast = NcclWeightSender.describe(named, dtype=torch.bfloat16)
+    assert [t.dtype for t in cast.tensors] == ["torch.bfloat16", "torch.bfloat16"]
 
 
 def test_merge_ipc_updates_joins_gpus_and_checks_names():

@@ -1,0 +1,79 @@
+"""rlsci/checkpoint.py in this process: a one-rank gloo group and an FSDP2-sharded linear layer.
+
+(The learner tests cover checkpoints across 1 and 2 ranks on Ray; these check what they cannot see:
+the optimizer of a checkpoint written before the first step, and the RNG state.)
+"""
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+
+from rlsci.checkpoint import load_checkpoint, save_checkpoint
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def one_rank_group(tmp_path_factory):
+    store = tmp_path_factory.mktemp("pg") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def build(seed: int = 0):
+    """(model, AdamW, LambdaLR with a 2-step warmup): a 3 -> 2 linear layer, sharded."""
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    fully_shard(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 2))
+    return model, optimizer, scheduler
+
+
+def train_step(model, optimizer, scheduler) -> None:
+    x = torch.arange(12.0).view(4, 3) / 10
+    model(x).square().sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    scheduler.step()
+
+
+def full_weights(model) -> list[torch.Tensor]:
+    return [p.full_tensor().detach().clone() for p in model.parameters()]
+
+
+def save(tmp_path, model, optimizer, scheduler, step: int):
+    return save_checkpoint(tmp_path, model, optimizer, scheduler, step=step, rank=0, world_size=1, device=CPU)
+
+
+def test_checkpoint_before_the_first_step_leaves_adamw_fresh(one_rank_group, tmp_path):
+    # get_state_dict initialises a never-stepped AdamW with a zero-gradient step (step count 1); left so,
+    # the first real update would be 0.74 x lr per weight instead of lr (see _undo_init_step)
+    saved, plain = build(), build()
+    save(tmp_path / "ckpt", *saved, step=0)
+    train_step(*saved)
+    train_step(*plain)
+    assert all(torch.equal(a, b) for a, b in zip(full_weights(saved[0]), full_weights(plain[0]), strict=True))
+    # resuming from that checkpoint is the same as starting afresh
+    resumed = build(seed=1)
+    load_checkpoint(tmp_path / "ckpt", *resumed, rank=0, device=CPU)
+    train_step(*resumed)
+    assert all(torch.equal(a, b) for a, b in zip(full_weights(resumed[0]), full_weights(plain[0]), strict=True))
+
+
+def test_load_restores_weights_optimizer_scheduler_and_rng(one_rank_group, tmp_path):
+    parts = build()
+    train_step(*parts)
+    save(tmp_path / "ckpt", *parts, step=1)
+    draws = torch.rand(4)  # the RNG stream right after the save
+    train_step(*parts)
+    expected, lr = full_weights(parts[0]), parts[2].get_last_lr()
+
+    other = build(seed=1)  # other weights, no optimizer state, scheduler at step 0
+    assert load_checkpoint(tmp_path / "ckpt", *other, rank=0, device=CPU) == 1
+    assert torch.equal(torch.rand(4), draws)
+    train_step(*other)
+    assert other[2].get_last_lr() == lr  # warmup: step 2 -> lr 0.1 * min(1, 3 / 2)
+    assert all(torch.equal(a, b) for a, b in zip(full_weights(other[0]), expected, strict=True))
