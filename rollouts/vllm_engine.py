@@ -19,6 +19,7 @@ per-request seeds are never passed (they also break vLLM's CPU sampler).
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,11 +59,20 @@ class VLLMEngine:
         enforce_eager: bool | None = None,  # None: eager on CPU, CUDA graphs on GPU
         enable_sleep_mode: bool = False,
         distributed_executor_backend: str | None = None,  # "mp" (one node) or "ray"; None: vLLM decides
+        in_process: bool | None = None,  # None: True on CPU (see below)
     ):
-        from vllm import LLM
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
+        # vLLM's engine core normally runs in a separate process and starts stepping as soon as the
+        # first request arrives, so under load a batch is split differently from call to call and
+        # the random stream is consumed in a different order: a seeded call does not repeat (seen
+        # here: 4 of 6 repeats differed with the CPU busy, 0 of 6 in process). In process, every
+        # request is queued before the first step. The setting is read when the LLM is built.
+        if on_cpu if in_process is None else in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
         if enable_sleep_mode and on_cpu:
             raise ValueError("VLLMEngine: enable_sleep_mode needs GPUs; vLLM's CPU backend has no sleep mode")
         self.model = str(model)
