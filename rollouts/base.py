@@ -157,15 +157,21 @@ def check_weight_names(names: Iterable[str], expected: Set[str], optional: Set[s
         )
 
 
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """{alias: source} for tied parameters: the later name of each tied pair and the first name of
+    the same tensor (e.g. {"lm_head.weight": "model.embed_tokens.weight"})."""
+    first_name: dict[int, str] = {}
+    aliases = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first_name:
+            aliases[name] = first_name[id(param)]
+        else:
+            first_name[id(param)] = name
+    return aliases
+
+
 def weight_names(model: nn.Module) -> tuple[frozenset[str], frozenset[str]]:
     """(expected, optional) names for `check_weight_names`: the state-dict keys of `model` (which
     may live on the meta device), and the later aliases of tied parameters (a learner may send one
     name of a tied pair, e.g. model.embed_tokens.weight without lm_head.weight)."""
-    first_name: dict[int, str] = {}
-    aliases = set()
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first_name:
-            aliases.add(name)
-        else:
-            first_name[id(param)] = name
-    return frozenset(model.state_dict().keys()), frozenset(aliases)
+    return frozenset(model.state_dict().keys()), frozenset(tied_aliases(model))

@@ -26,19 +26,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rollouts.base import Completion, SamplingConfig, check_request, check_weight_names, weight_names
+from rollouts.base import (
+    Completion,
+    SamplingConfig,
+    check_request,
+    check_weight_names,
+    tied_aliases,
+    weight_names,
+)
 from rollouts.weight_transport import IpcUpdate, NcclUpdate, serialize_tensors
 
 EXTENSION = "rollouts.vllm_ext.WeightSyncExtension"
 
 
-def _meta_weight_names(model: str) -> tuple[frozenset[str], frozenset[str]]:
-    """State-dict names of the Hugging Face model at `model`, from a weightless (meta) copy."""
+def _meta_weight_names(model: str) -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
+    """(expected, optional) state-dict names of the Hugging Face model at `model` and its tied
+    aliases {alias: source}, from a weightless (meta) copy."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model)
     with torch.device("meta"):
-        return weight_names(AutoModelForCausalLM.from_config(config))
+        meta = AutoModelForCausalLM.from_config(config)
+    return (*weight_names(meta), tied_aliases(meta))
 
 
 class VLLMEngine:
@@ -95,7 +104,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             worker_extension_cls=EXTENSION,
         )
-        self.expected_names, self.optional_names = _meta_weight_names(self.model)
+        self.expected_names, self.optional_names, self.tied = _meta_weight_names(self.model)
 
     # ------------------------------------------------------------------ generation
 
@@ -150,7 +159,11 @@ class VLLMEngine:
             names = [name for name, _ in named]
             method, payload = "load_serialized_weights", serialize_tensors(named)
         check_weight_names(names, self.expected_names, self.optional_names, where)
-        counts = self.llm.collective_rpc(method, args=(payload,))  # one count per worker
+        # A learner sends one name of a tied pair (model.embed_tokens.weight); vLLM keeps its own
+        # lm_head copy on CPU, which a reload only replaces when the alias is loaded too (without
+        # it the engine sampled from the new embeddings but the old output layer: logprob gap 0.43).
+        missing_aliases = {a: src for a, src in self.tied.items() if a not in names and src in names}
+        counts = self.llm.collective_rpc(method, args=(payload, missing_aliases))  # one count per worker
         if any(count != len(names) for count in counts):
             raise RuntimeError(f"{where}: workers loaded {counts} tensors, expected {len(names)} each")
         self.llm.reset_prefix_cache()

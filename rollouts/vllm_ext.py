@@ -29,9 +29,9 @@ from rollouts.weight_transport import (
 class WeightSyncExtension:
     """Mixed into vLLM's Worker; every method runs in each worker (tensor-parallel rank)."""
 
-    def load_serialized_weights(self, blob: bytes) -> int:
+    def load_serialized_weights(self, blob: bytes, aliases: dict[str, str]) -> int:
         """Load a `serialize_tensors` blob (in-memory transport); returns the tensor count."""
-        return self._reload(deserialize_tensors(blob))
+        return self._reload(deserialize_tensors(blob), aliases)
 
     def init_weight_sync_group(self, host: str, port: int, rank_offset: int, world_size: int) -> int:
         """Join the NCCL weight-sync group as rank rank_offset + this worker's rank."""
@@ -39,17 +39,17 @@ class WeightSyncExtension:
         self._weight_receiver = NcclWeightReceiver(host, port, rank, world_size, self.device)
         return rank
 
-    def load_broadcast_weights(self, metas: list[list]) -> int:
+    def load_broadcast_weights(self, metas: list[list], aliases: dict[str, str]) -> int:
         """Receive [name, dtype, shape] tensors, in order, from rank 0 of the weight-sync group."""
         receiver = getattr(self, "_weight_receiver", None)
         if receiver is None:
             raise RuntimeError("load_broadcast_weights before init_weight_sync_group")
         update = NcclUpdate(tuple(TensorMeta(name, dtype, tuple(shape)) for name, dtype, shape in metas))
-        return self._reload(receiver.receive(update))
+        return self._reload(receiver.receive(update), aliases)
 
-    def load_ipc_weights(self, handles: dict[str, bytes]) -> int:
+    def load_ipc_weights(self, handles: dict[str, bytes], aliases: dict[str, str]) -> int:
         """Load tensors shared by CUDA IPC (colocated learner on this GPU)."""
-        count = self._reload(open_ipc_handles(handles, self.device))
+        count = self._reload(open_ipc_handles(handles, self.device), aliases)
         torch.cuda.synchronize(self.device)  # copies done: the exporter may free its tensors
         return count
 
@@ -59,14 +59,22 @@ class WeightSyncExtension:
 
         set_random_seed(seed)
 
-    def _reload(self, named: Iterable[tuple[str, torch.Tensor]]) -> int:
+    def _reload(self, named: Iterable[tuple[str, torch.Tensor]], aliases: dict[str, str]) -> int:
+        """Reload from `named`, then load each tied alias {alias: source} with its source's tensor;
+        returns how many tensors `named` held (aliases not counted)."""
         count = 0
+        sources = set(aliases.values())
 
         def counted() -> Iterator[tuple[str, torch.Tensor]]:
             nonlocal count
-            for item in named:
+            kept = {}
+            for name, tensor in named:
                 count += 1
-                yield item
+                if name in sources:
+                    kept[name] = tensor
+                yield name, tensor
+            for alias, source in aliases.items():
+                yield alias, kept[source]
 
         self.model_runner.reload_weights(weights_iterator=counted(), is_checkpoint_format=True)
         return count
