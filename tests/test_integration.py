@@ -20,7 +20,6 @@ logprobs read one position off differ by 1.4 (measured), and the update below mo
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import subprocess
 import sys
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -51,6 +49,7 @@ MIN_CHANGE = 1e-2  # the update must move some sampled token's logprob by at lea
 N_PROMPTS, N_SAMPLES, MAX_TOKENS = 4, 4, 12
 SAMPLING = SamplingConfig(n=N_SAMPLES, temperature=1.0, max_tokens=MAX_TOKENS, seed=1234)
 VLLM_KWARGS = {"dtype": "float32", "max_model_len": 256, "max_num_seqs": 32, "kv_cache_memory_bytes": 256 * 2**20}
+RAY_RESOURCES = {"num_cpus": 2}  # for the ray_cluster fixture (tests/conftest.py)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -108,19 +107,6 @@ class Iteration:
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return init_tiny_model(tmp_path_factory.mktemp("micro"), size="micro", seed=0)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token authentication on by default
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    if previous is None:
-        del os.environ["RAY_AUTH_MODE"]
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
 
 
 @pytest.fixture(scope="module")

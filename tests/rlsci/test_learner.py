@@ -35,7 +35,7 @@ RANK_ATOL = 1e-6
 # shapes, differences ~1e-6 on values of magnitude ~7.
 LOGPROB_ATOL = 2e-5
 VOCAB_LOW, VOCAB_HIGH = 3, 259  # the byte tokens, in every tiny model's vocabulary (0-2 are special)
-RAY_RESOURCES = {"num_cpus": 8, "num_gpus": torch.cuda.device_count()}  # for the ray_cluster fixture (conftest.py)
+RAY_RESOURCES = {"num_cpus": 8, "num_gpus": torch.cuda.device_count()}  # for the ray_cluster fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from ray.util.placement_group import placement_group_table
 
 from rlsci.topology import build_placement, learner_options, release_placement, rollout_options
 
-RAY_RESOURCES = {"num_cpus": 6, "num_gpus": 4}  # for the ray_cluster fixture (tests/rlsci/conftest.py)
+RAY_RESOURCES = {"num_cpus": 6, "num_gpus": 4}  # for the ray_cluster fixture (tests/conftest.py)
 
 
 @ray.remote

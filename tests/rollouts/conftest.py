@@ -3,11 +3,9 @@ chat prompts, a local Ray cluster, and small vLLM settings for this 2-core machi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 # vLLM on CPU here: a 256 MiB KV cache holds ~250k tokens of the micro model (3 layers x 1 KV head
@@ -84,19 +82,6 @@ def hf_models(tiny_models):
     from transformers import AutoModelForCausalLM
 
     return tuple(AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval() for p in tiny_models)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token authentication on by default
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    if previous is None:
-        del os.environ["RAY_AUTH_MODE"]
-    else:
-        os.environ["RAY_AUTH_MODE"] = previous
 
 
 @pytest.fixture(autouse=True)

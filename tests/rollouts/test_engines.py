@@ -21,6 +21,7 @@ from rollouts.worker import RolloutPool
 # log_softmax(z/0.7) - log_softmax(z) differs by ~1e-3 even for these near-uniform logits).
 LOGPROB_ATOL = {"hf": 2e-6, "vllm": 1e-5}
 EOS_IDS = {0, 2}  # micro model: generation_config eos_token_id [2, 0]
+RAY_RESOURCES = {"num_cpus": 4}  # for the ray_cluster fixture (tests/conftest.py)
 
 
 @pytest.fixture(

@@ -26,6 +26,7 @@ pytestmark = [
 GPU_KWARGS = {"dtype": "float32", "max_model_len": 512, "max_num_seqs": 32, "gpu_memory_utilization": 0.25}
 GREEDY = SamplingConfig(n=1, temperature=0, max_tokens=8)
 LOGPROB_ATOL = 1e-5
+RAY_RESOURCES = {"num_cpus": 4, "num_gpus": torch.cuda.device_count()}  # for the ray_cluster fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

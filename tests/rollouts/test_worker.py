@@ -5,6 +5,8 @@ import pytest
 from rollouts import HFEngine, SamplingConfig
 from rollouts.worker import RolloutPool, split_evenly
 
+RAY_RESOURCES = {"num_cpus": 4}  # for the ray_cluster fixture (tests/conftest.py)
+
 
 def test_split_evenly():
     # 5 prompts on 2 workers: 3 + 2; 2 prompts on 3 workers: 1 + 1 + 0
