@@ -262,7 +262,10 @@ def run(s: Settings) -> None:
     started = time.perf_counter()
     torch.set_num_threads(1)  # the engine runs here, the learner rank in its own Ray process
     s.out.mkdir(parents=True, exist_ok=True)
-    for stale in (s.out / "metrics.jsonl", s.out / "eval" / "summary.jsonl"):
+    # a previous run's files in the same folder would mix with this run's (e.g. its
+    # eval/step_000080.parquet after a 40-step run)
+    eval_dir = s.out / "eval"
+    for stale in (s.out / "metrics.jsonl", eval_dir / "summary.jsonl", *eval_dir.glob("step_*.parquet")):
         stale.unlink(missing_ok=True)
     model, splits = setup_data_and_model(s)
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -97,7 +97,15 @@ class AsyncRewardClient:
             async with gate:
                 return await self._grade_chunk(reward, chunk)
 
-        parts = await asyncio.gather(*(one(c) for c in chunks))
+        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # gather does not cancel the other chunks when one fails: without this they would
+            # keep retrying (and loading the server) after the caller already has its error
+            for task in tasks:
+                task.cancel()
+            raise
         return [result for part in parts for result in part]
 
     async def _grade_chunk(self, reward: str, chunk: Sequence[tuple[str, Sample]]) -> list[RewardResult]:

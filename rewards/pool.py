@@ -22,7 +22,10 @@ as many chunks as workers) and queues them. One dispatcher thread hands chunks t
 workers, reads one result message per item, and watches the running item's deadline
 (deadline = time the item started + timeout_s; an item starts when its chunk is sent or the
 previous item's result arrives). When a worker is killed or dies, the unfinished rest of its
-chunk goes back to the front of the queue. Several threads may call `grade` at once.
+chunk goes back to the front of the queue. A replacement worker that does not build its
+functions within start_timeout_s (say, an import that hangs) is killed and its slot left empty,
+like one that fails to build them; with every slot empty, items get an error at once instead of
+waiting. Several threads may call `grade` at once.
 
     from rewards.pool import RewardPool
     with RewardPool({"mine": "my_rewards.py:score"}, workers=2, timeout_s=5.0) as pool:
@@ -41,7 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 
@@ -118,6 +121,20 @@ def _worker_main(conn: Connection, rewards: dict[str, RewardSpec], cfg: RewardCo
                 conn.send(("result", replace(result, info={"pool": note})))
 
 
+def _resolve(future: Future, *, result: object = None, error: BaseException | None = None) -> None:
+    """Set `future`'s outcome unless it is done already. Its caller may cancel it from another
+    thread at any moment (asyncio.wrap_future cancels it when an HTTP client hangs up), so a
+    `done()` check followed by set_result() could still raise InvalidStateError here and stop
+    the dispatcher thread; losing that race just means nobody waits for the outcome any more."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
 @dataclass
 class _Job:
     name: str
@@ -141,7 +158,7 @@ class _Worker:
     state: str = "starting"  # starting | idle | busy | dead
     chunk: _Chunk | None = None
     pos: int = 0  # index into chunk.indices of the item being graded
-    deadline: float = math.inf  # time.monotonic() by which the running item must finish
+    deadline: float = math.inf  # time.monotonic() by which the running item (or the start) must finish
 
 
 class RewardPool:
@@ -152,7 +169,8 @@ class RewardPool:
     workers:    number of worker processes
     timeout_s:  limit per item, in seconds
     chunk_size: most items sent to a worker at once (fewer messages; a timeout re-queues the rest)
-    start_timeout_s: how long `start` waits for every worker to build its functions
+    start_timeout_s: how long `start` waits for every worker to build its functions (and the
+                     dispatcher for each replacement worker)
     """
 
     def __init__(
@@ -220,7 +238,7 @@ class RewardPool:
                     raise PoolStartError(f"reward worker failed to start: {payload}. {SPAWN_HINT}")
                 if kind != "ready":
                     raise PoolStartError(f"reward worker failed to start: {payload}")
-                w.state = "idle"
+                w.state, w.deadline = "idle", math.inf
         except BaseException:
             self.close()
             raise
@@ -287,7 +305,9 @@ class RewardPool:
         )
         process.start()
         child_conn.close()  # only the child holds its end: its exit shows up here as EOF
-        return _Worker(slot=slot, process=process, conn=parent_conn)
+        return _Worker(
+            slot=slot, process=process, conn=parent_conn, deadline=time.monotonic() + self._start_timeout_s
+        )
 
     def _recv_or_exit(self, w: _Worker) -> tuple[str, object]:
         try:
@@ -305,8 +325,7 @@ class RewardPool:
             raise
         finally:
             for job in self._jobs_in_flight():
-                if not job.future.done():
-                    job.future.set_exception(RuntimeError(self._failed or "RewardPool closed while grading"))
+                _resolve(job.future, error=RuntimeError(self._failed or "RewardPool closed while grading"))
 
     def _dispatch_until_closed(self) -> None:
         while True:
@@ -319,7 +338,7 @@ class RewardPool:
             for w in self._workers:
                 if w.state != "dead":
                     waitables += [w.conn, w.process.sentinel]
-            deadlines = [w.deadline for w in self._workers if w.state == "busy"]
+            deadlines = [w.deadline for w in self._workers if w.state in ("busy", "starting")]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready = set(wait(waitables, timeout))
             if self._wake_r in ready:
@@ -333,6 +352,8 @@ class RewardPool:
             for w in list(self._workers):
                 if w.state == "busy" and now >= w.deadline:
                     self._on_timeout(w)
+                elif w.state == "starting" and now >= w.deadline:
+                    self._replace(w, f"worker did not start within {self._start_timeout_s:g}s")
 
     def _wake(self) -> None:
         try:
@@ -392,7 +413,7 @@ class RewardPool:
                 self._on_exit(w, w.process.exitcode)
                 return
             if kind == "ready":
-                w.state = "idle"
+                w.state, w.deadline = "idle", math.inf
             elif kind == "load_error":
                 self._on_exit(w, None, load_error=payload)
                 return
@@ -464,8 +485,8 @@ class RewardPool:
             self._counts["items"] += 1
             if kind is not None:
                 self._counts[kind] += 1
-        if job.remaining == 0 and not job.future.done():
-            job.future.set_result(job.results)
+        if job.remaining == 0:
+            _resolve(job.future, result=job.results)
 
     def _jobs_in_flight(self) -> list[_Job]:
         jobs = [c.job for c in self._pending] + [w.chunk.job for w in self._workers if w.chunk]

@@ -112,6 +112,8 @@ def parse_grade_request(body: bytes, max_batch: int) -> tuple[str, list[tuple[st
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:  # "[[[[...": a few kB of nesting exhaust the parser's stack
+        raise RequestError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(payload, dict):
         raise RequestError(422, f"body: expected a JSON object, got {_json_type(payload)}")
     reward = payload.get("reward", "default")

@@ -1,6 +1,6 @@
 """Configuration: a tree of dataclasses with defaults, loaded from YAML and dotted overrides.
 
-    cfg = load_config("configs/demo.yaml", ["reward.fn=mcq", "run.seed=3"])
+    cfg = load_config("configs/rewards/server.yaml", ["reward.fn=mcq", "run.seed=3"])
     dump_config(cfg, "runs/x/config.yaml")
 
 A YAML file may start with `defaults: [base.yaml, ...]` (paths relative to that file): the bases

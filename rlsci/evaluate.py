@@ -384,7 +384,13 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
     text = str(model)
     path = Path(text).expanduser()
     if path.is_dir():
-        return AutoTokenizer.from_pretrained(str(path))
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError) as exc:
+            raise EvalError(
+                f"model {text!r}: the folder holds no loadable tokenizer (expected a model folder with "
+                f"config.json and the tokenizer files). {type(exc).__name__}: {exc}"
+            ) from exc
     if path.exists() or not _HUB_ID.fullmatch(text):
         raise EvalError(
             f"model {text!r}: no model directory there (expected a folder with config.json and the "
@@ -439,7 +445,9 @@ def evaluate(
         except TypeError as exc:
             if "unexpected keyword argument" not in str(exc):
                 raise
-            raise EvalError(f"engine_kwargs {sorted(cfg.engine_kwargs)} do not fit engine {cfg.engine!r}: {exc}") from exc
+            raise EvalError(
+                f"engine_kwargs {sorted(cfg.engine_kwargs)} do not fit engine {cfg.engine!r}: {exc}"
+            ) from exc
         name = str(model)
     else:
         if not callable(getattr(model, "generate", None)):

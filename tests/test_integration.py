@@ -258,7 +258,8 @@ def test_reward_server_grades_like_in_process(iteration):
                     if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.1)
+                    pass
+                time.sleep(0.1)  # also after a non-200 answer: no busy loop
             with RewardClient(url, max_batch=8) as client:  # several concurrent chunks, reassembled in order
                 served = client.grade("mcq", items)
         finally:

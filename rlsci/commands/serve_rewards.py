@@ -1,7 +1,7 @@
 """`rlsci serve-rewards`: run the reward server (rewards/server.py) in the foreground.
 
     rlsci serve-rewards                                             # built-ins on 127.0.0.1:8711
-    rlsci serve-rewards --config configs/demo.yaml reward.timeout_s=5
+    rlsci serve-rewards --config configs/rewards/server.yaml reward.timeout_s=5
     rlsci serve-rewards --reward mine=my_rewards.py:score           # also serve a user function
     RLSCI_REWARD_TOKEN=secret rlsci serve-rewards --host 0.0.0.0    # remote access needs a token
 

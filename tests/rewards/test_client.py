@@ -187,3 +187,15 @@ def test_4xx_is_not_retried_and_carries_the_server_message(url):
         assert proxy.requests == 1
     finally:
         proxy.close()
+
+
+def test_a_200_without_results_is_an_error_not_zeros(url):
+    # a proxy or a wrong server answers 200 with some other JSON: an error, never empty results
+    proxy = FlakyProxy(url, failures=1, fail_status=200)
+    try:
+        with RewardClient(proxy.url, retries=3, backoff_s=0.01) as client:
+            with pytest.raises(RewardServerError, match="answered something that is not a list of results"):
+                client.grade("mcq", mcq_items(2))
+        assert proxy.requests == 1
+    finally:
+        proxy.close()

@@ -8,6 +8,7 @@ import os
 import re
 import textwrap
 import threading
+import time
 
 import httpx
 import pytest
@@ -34,6 +35,17 @@ USER_FUNCTIONS = textwrap.dedent(
 
     def crashes(response, sample):
         os._exit(3)
+
+    def blocks_until_released(response, sample):
+        # response: a folder; says "started" there, then waits (30 s at most) for "release"
+        import pathlib
+        folder = pathlib.Path(response)
+        (folder / "started").touch()
+        for _ in range(600):
+            if (folder / "release").exists():
+                return 0.75
+            time.sleep(0.05)
+        raise TimeoutError("never released")
     """
 )
 
@@ -136,7 +148,11 @@ def test_concurrent_clients_get_their_own_answers(server):
             for rep in range(5):
                 said = [LETTERS[(k + rep + i) % 10] for i in range(32)]
                 payload = {"reward": "mcq", "items": [mcq_item(s) for s in said]}
-                results = http.post(f"{server['url']}/v1/grade", json=payload).json()["results"]
+                try:  # an exception in a thread would not fail the test by itself
+                    results = http.post(f"{server['url']}/v1/grade", json=payload).json()["results"]
+                except Exception as exc:  # noqa: BLE001 -- reported through `failures`
+                    failures.append(f"client {k} request {rep}: {type(exc).__name__}: {exc}")
+                    continue
                 if [r["pred"] for r in results] != said:
                     failures.append(f"client {k} request {rep}")
 
@@ -145,6 +161,7 @@ def test_concurrent_clients_get_their_own_answers(server):
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
     assert failures == []
 
 
@@ -268,6 +285,43 @@ def test_metrics_count_requests_by_endpoint_and_status(server):
     assert "# TYPE rlsci_reward_request_seconds histogram" in after
 
 
+def test_a_blocked_user_function_does_not_hold_up_other_requests(tmp_path_factory, server_processes):
+    # No timing: the blocked item returns only after the test has received the other answers, so
+    # a server that served requests one after another would leave those requests unanswered
+    # (httpx gives up after 30 s) and the blocked item would end with "never released".
+    root = tmp_path_factory.mktemp("blocking")
+    funcs = root / "user_rewards.py"
+    funcs.write_text(USER_FUNCTIONS)
+    args = ["--reward", f"blocker={funcs}:blocks_until_released", "--reward", f"sleepy={funcs}:sleeps",
+            "--workers", "2", "reward.timeout_s=60"]  # fmt: skip
+    proc, url = server_processes.serve(args)
+    try:
+        blocked: dict[str, httpx.Response] = {}
+        thread = threading.Thread(
+            target=lambda: blocked.update(
+                answer=grade(url, "blocker", [{"response": str(root), "sample": {}}])
+            )
+        )
+        thread.start()
+        for _ in range(600):  # wait until the user function runs (30 s at most)
+            if (root / "started").exists():
+                break
+            time.sleep(0.05)
+        assert (root / "started").exists(), server_processes.log(proc)
+        built_in = grade(url, "mcq", [mcq_item("C")])
+        pooled = grade(url, "sleepy", [{"response": "fast", "sample": {}}])  # the other worker
+        assert built_in.status_code == 200 and built_in.json()["results"][0]["correct"] is True
+        assert pooled.status_code == 200 and pooled.json()["results"][0]["score"] == 0.5
+        assert "answer" not in blocked  # it cannot answer before the release below
+        (root / "release").touch()
+        thread.join(timeout=60)
+        assert blocked["answer"].json()["results"][0] == {
+            "score": 0.75, "correct": None, "pred": None, "extracted_by": None, "format_ok": False, "error": None,
+        }  # fmt: skip
+    finally:
+        server_processes.stop(proc)
+
+
 # ---------------------------------------------------------------------- refusing to start
 def test_non_loopback_without_token_is_refused(server_processes):
     env = {k: v for k, v in os.environ.items() if k != "RLSCI_REWARD_TOKEN"}
@@ -315,6 +369,7 @@ def test_parse_grade_request_errors():
         b'{"items": [5]}': (422, "items[0]: expected an object"),
         b'{"items": [{}, {}, {}]}': (413, "max_batch=2"),
         b"\xff\xfe": (400, "malformed JSON"),
+        b"[" * 50_000 + b"]" * 50_000: (400, "nested too deeply"),  # 100 kB, within max_body_bytes
     }
     for body, (status, text) in cases.items():
         with pytest.raises(RequestError) as info:

@@ -280,8 +280,15 @@ def test_cli_k_samples(model_dir, tmp_path):
     for r in rows:
         by_question[r["id"]].append(r)
     pass_k = sum(any(r["correct"] for r in q) for q in by_question.values()) / 4
+    maj_hits = 0  # loop version of maj@3: most votes wins, a tie goes to the answer seen first
+    for q in by_question.values():
+        preds = [r["pred"] for r in sorted(q, key=lambda r: r["sample"]) if r["pred"] is not None]
+        if preds:
+            winner = max(preds, key=lambda p: (preds.count(p), -preds.index(p)))
+            maj_hits += next(r for r in q if r["pred"] == winner)["correct"] is True
     assert got["mean@3"] == got["acc"] == pytest.approx(recompute(rows, "wildsci_sample")["acc"])
     assert got["pass@3"] == pytest.approx(pass_k)
+    assert got["maj@3"] == pytest.approx(maj_hits / 4)
     assert set(got) >= {"maj@3", "pass@3"}
 
 
@@ -302,6 +309,9 @@ def test_cli_errors(model_dir, tmp_path, capsys):
     assert "did you mean `generation.max_tokens`" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "nothing"), "--suite", str(SMOKE), "--no-progress"]) == 1
     assert "no model directory there" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # a folder, but no model in it: an error message, not a traceback
+    assert main(["eval", "--model", str(tmp_path / "empty"), "--suite", str(SMOKE), "--no-progress"]) == 1
+    assert "holds no loadable tokenizer" in capsys.readouterr().err
     assert main([*args, "engine_kwargs.bogus=1"]) == 1
     assert "engine_kwargs ['bogus'] do not fit engine 'hf'" in capsys.readouterr().err
     assert main([*args, "--step", "3"]) == 2
