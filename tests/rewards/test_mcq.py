@@ -545,3 +545,34 @@ def test_real_benchmark_questions():
         checked += 1
     assert checked >= 0.9 * len(rows)
     assert named >= 0.9 * checked
+
+
+@pytest.mark.parametrize("filler_words, expected", [(100, ("C", "bold")), (150, (None, None))])
+def test_bold_letters_count_only_within_600_characters_of_the_last_line(filler_words, expected):
+    # "**C**" starts len("**C** first.\n") + 5 * words + len("\n") = 14 + 5 * words characters
+    # before the last line: 14 + 500 = 514 <= 600 is inside the last paragraph, 14 + 750 = 764 > 600
+    # is not (though no blank line comes between)
+    response = "Reasoning.\n\n**C** first.\n" + "word " * filler_words + "\nI am unsure."
+    got = extract_choice(response, ABCD, mode="lenient")
+    assert (got.pred, got.rule) == expected
+
+
+def test_option_keys_are_canonicalised_for_option_text():
+    # lower-case, padded keys name the same options as "A".."D"
+    options = {f" {k.lower()} ": v for k, v in OPTS4.items()}
+    got = extract_choice("The answer is mitochondria.", ABCD, mode="lenient", options=options)
+    assert (got.pred, got.rule) == ("C", "option_text")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Faisons le calcul.\nRéponse : B", "B"),  # accented label, accented segment
+        ("计算如下。\n答案：C", "C"),  # CJK label
+        ("Считаем.\nОтвет: D", "D"),  # Cyrillic label
+        ("Nous calculons.\nReponse : A", "A"),  # ASCII spelling, in the final segment
+    ],
+)
+def test_non_english_labels_in_the_final_segment(text, expected):
+    assert extract_choice(text, ABCD, mode="lenient").pred == expected
+    assert extract_choice(text, ABCD, mode="strict").pred is None
