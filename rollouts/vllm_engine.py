@@ -77,9 +77,10 @@ class VLLMEngine:
         # first request arrives, so under load a batch is split differently from call to call and
         # the random stream is consumed in a different order: a seeded call does not repeat (seen
         # here: 4 of 6 repeats differed with the CPU busy, 0 of 6 in process). In process, every
-        # request is queued before the first step. The setting is read when the LLM is built.
-        if on_cpu if in_process is None else in_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # request is queued before the first step. The setting is read when the LLM is built, and
+        # is set both ways so that an earlier engine in this process does not decide for this one.
+        in_process = on_cpu if in_process is None else in_process
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         from vllm import LLM
 
         if enable_sleep_mode and on_cpu:
