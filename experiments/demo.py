@@ -207,7 +207,7 @@ def grpo_step(step: int, questions: list[Sample], prompts: list[list[int]], engi
     timing["timing/step"] = sum(timing.values())
     mismatch = ((batch.old_logprobs - batch.behaviour_logprobs).abs() * batch.response_mask).max().item()
     learner = {f"learner/{k}": v for k, v in stats.items() if k not in ("step", "time_s")}
-    return {"step": step, **rollout_metrics(questions, completions, results), **learner,
+    return {"format": 1, "step": step, **rollout_metrics(questions, completions, results), **learner,
             "learner/behaviour_logprob_diff/max": mismatch, **timing}
 
 
