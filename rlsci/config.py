@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rewards.config import RewardConfig
+from rlsci.learner import LearnerConfig
 from rlsci.data.config import DataConfig
 from rlsci.data.prompts import PromptConfig
 
@@ -51,11 +52,201 @@ class RunConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The initial policy. `path` is a Hugging Face model directory or hub id; with `init` set and
+    no model at `path`, a tiny random model of that size (rlsci.models) is built there first."""
+
+    path: str = ""  # required by `rlsci train` (a config that only serves rewards leaves it unset)
+    init: Literal["none", "micro", "tiny", "small", "base"] = "none"
+
+
+
+@dataclass
+class RolloutConfig:
+    """Rollout workers (Ray actors, one engine each) and how they sample."""
+
+    engine: Literal["hf", "vllm"] = "hf"
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # split: whole GPUs (= tensor_parallel_size); colocate: a fraction
+    # sampling (training); top_p / top_k must stay off: they change the behaviour logprobs
+    n: int = 8  # samples per prompt: the GRPO group size
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 1024  # response tokens at most
+    stop: list[str] = field(default_factory=list)
+    # engine settings
+    dtype: str = "float32"  # vLLM: auto | float32 | bfloat16 | float16; hf: float32 | bfloat16 | float16
+    max_batch_size: int = 256  # hf: rows decoded together
+    tensor_parallel_size: int = 1  # vllm
+    max_model_len: int | None = None  # vllm; None: the model's
+    max_num_seqs: int = 256  # vllm
+    gpu_memory_utilization: float = 0.5  # vllm
+    kv_cache_memory_bytes: int | None = None  # vllm: a fixed KV cache (CPU runs)
+    enable_prefix_caching: bool = True  # vllm
+    weight_bucket_bytes: int = 2**28  # learner -> engine weight sync, per bucket
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.workers < 1:
+            errors.append(f"rollout.workers must be >= 1, got {self.workers}")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            errors.append(f"rollout.cpus_per_worker must be > 0 and rollout.gpus_per_worker >= 0, "
+                          f"got {self.cpus_per_worker}, {self.gpus_per_worker}")
+        if self.n < 2:
+            errors.append(f"rollout.n must be >= 2 (GRPO compares the samples of one prompt), got {self.n}")
+        if not self.temperature > 0:
+            errors.append(f"rollout.temperature must be > 0 for training, got {self.temperature}")
+        if self.top_p != 1.0 or self.top_k != -1:
+            errors.append(f"rollout.top_p ({self.top_p}) and rollout.top_k ({self.top_k}) must stay off (1.0, -1) "
+                          "for training: they change the behaviour logprobs the learner's ratio is taken against")
+        if self.max_tokens < 1:
+            errors.append(f"rollout.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.tensor_parallel_size < 1 or self.max_num_seqs < 1 or self.max_batch_size < 1:
+            errors.append("rollout.tensor_parallel_size, rollout.max_num_seqs and rollout.max_batch_size must be >= 1")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            errors.append(f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.weight_bucket_bytes < 1:
+            errors.append(f"rollout.weight_bucket_bytes must be >= 1, got {self.weight_bucket_bytes}")
+        return errors
+
+
+@dataclass
+class AlgoConfig:
+    """GRPO choices (rlsci/algos.py); the loss settings (clip, loss_agg, KL in the loss) are `learner`'s."""
+
+    advantage: Literal["grpo", "rloo"] = "grpo"
+    scale_by_std: bool = True  # grpo: (r - mean) / std; False: r - mean (Dr. GRPO)
+    zero_variance_filter: bool = False  # DAPO dynamic sampling: drop groups with equal rewards, refill
+    max_refill_rounds: int = 4  # extra generation rounds to refill the batch; then train on what there is
+    overlong: Literal["none", "mask", "soft_penalty"] = "none"  # truncated responses: as they are, no
+    overlong_cache_len: int = 0  # loss (mask), or DAPO's soft length penalty over the last cache_len tokens
+    overlong_penalty: float = 1.0
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.max_refill_rounds < 0:
+            errors.append(f"algo.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
+        if self.overlong == "soft_penalty" and self.overlong_cache_len < 1:
+            errors.append("algo.overlong=soft_penalty needs algo.overlong_cache_len >= 1")
+        if self.advantage == "rloo" and not self.scale_by_std:
+            errors.append("algo.scale_by_std applies to algo.advantage=grpo only; leave it true with rloo")
+        return errors
+
+
+@dataclass
+class TrainEvalConfig:
+    """Validation during training (`eval/val/...`, `eval/<label>/...` for data.ood), through the
+    rollout workers' current weights."""
+
+    before_training: bool = True  # evaluate at step 0
+    temperature: float = 0.0  # 0 = greedy
+    max_tokens: int = 1024
+    grader: str = "mcq"  # lenient extraction (rewards.mcq) for evaluation
+    batch_prompts: int = 256
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.temperature < 0 or self.max_tokens < 1 or self.batch_prompts < 1:
+            errors.append(f"eval.temperature must be >= 0 and eval.max_tokens, eval.batch_prompts >= 1, got "
+                          f"{self.temperature}, {self.max_tokens}, {self.batch_prompts}")
+        return errors
+
+
+SINKS = ("jsonl", "tensorboard", "wandb", "mlflow", "none")
+
+
+@dataclass
+class TrainerConfig:
+    """The loop: length, batch, placement, evaluation, checkpoints, logging."""
+
+    total_steps: int = 100
+    prompts_per_step: int = 32  # questions per step; x rollout.n samples
+    placement: Literal["cpu", "split", "colocate"] = "cpu"
+    eval_every: int = 0  # steps between validations (0: before training and at the end only)
+    save_every: int = 0  # steps between checkpoints (0: at the end and on SIGTERM/SIGINT only)
+    keep_last: int = 2  # checkpoints kept
+    resume: str = "auto"  # auto: the latest complete checkpoint of run.dir | never | a checkpoint path
+    best_metric: str = "eval/val/acc"  # recorded in best.json (higher is better)
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    wandb_project: str = "rlsci"
+    mlflow_tracking_uri: str | None = None
+    export_hf: bool = True  # the final policy as a Hugging Face directory, run.dir/hf
+    save_rollouts: bool = True  # every step's samples to rollouts/step_XXXXXX.parquet
+    logprob_diff_warn: float = 1e-3  # warn when engine and learner logprobs differ more (stale weights)
+    reward_restarts: int = 2  # restarts of a reward server this run started, if it dies
+    ray_address: str | None = None  # None: the cluster of RAY_ADDRESS / `ray job submit`, else a new local one
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.total_steps < 1 or self.prompts_per_step < 1:
+            errors.append(f"trainer.total_steps and trainer.prompts_per_step must be >= 1, got "
+                          f"{self.total_steps}, {self.prompts_per_step}")
+        if self.eval_every < 0 or self.save_every < 0 or self.keep_last < 1:
+            errors.append(f"trainer.eval_every and trainer.save_every must be >= 0 and trainer.keep_last >= 1, got "
+                          f"{self.eval_every}, {self.save_every}, {self.keep_last}")
+        unknown = [s for s in self.loggers if s not in SINKS]
+        if unknown:
+            errors.append(f"trainer.loggers: unknown {unknown}; expected some of {list(SINKS)}")
+        if not self.resume.strip():
+            errors.append("trainer.resume must be auto, never or a checkpoint directory")
+        return errors
+
+
+def _learner_defaults() -> LearnerConfig:
+    """The learner section inside a training config: the values it shares with other sections
+    follow them (OmegaConf interpolations, resolved at load) unless a config sets them."""
+    return LearnerConfig(model_path="${model.path}", temperature="${rollout.temperature}",  # type: ignore[arg-type]
+                         total_steps="${trainer.total_steps}", seed="${run.seed}",  # type: ignore[arg-type]
+                         norm_len="${rollout.max_tokens}")  # type: ignore[arg-type]
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    learner: LearnerConfig = field(default_factory=_learner_defaults)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
+
+    def validate(self) -> list[str]:
+        """Rules across sections, checked once here rather than by hand in the parts."""
+        errors = []
+        if self.learner.temperature != self.rollout.temperature:
+            errors.append(f"learner.temperature ({self.learner.temperature}) must equal rollout.temperature "
+                          f"({self.rollout.temperature}): the learner divides logits by it to match the sampler")
+        if self.learner.model_path != self.model.path:
+            errors.append(f"learner.model_path ({self.learner.model_path!r}) differs from model.path "
+                          f"({self.model.path!r}): set model.path only")
+        if self.learner.kl_coef and self.algo.advantage == "rloo":
+            errors.append("learner.kl_coef puts KL in the loss; RLOO (algo.advantage=rloo) puts it in the reward, "
+                          "which rlsci does not do yet: set learner.kl_coef=0")
+        t, r, lr = self.trainer, self.rollout, self.learner
+        if t.placement == "cpu" and (lr.gpus_per_rank or r.gpus_per_worker):
+            errors.append("trainer.placement=cpu takes no GPUs: set learner.gpus_per_rank and "
+                          "rollout.gpus_per_worker to 0 (or trainer.placement=split / colocate)")
+        if t.placement == "split" and (lr.gpus_per_rank != 1 or r.gpus_per_worker != r.tensor_parallel_size):
+            errors.append(f"trainer.placement=split needs learner.gpus_per_rank=1 and rollout.gpus_per_worker = "
+                          f"rollout.tensor_parallel_size, got {lr.gpus_per_rank}, {r.gpus_per_worker}, "
+                          f"{r.tensor_parallel_size}")
+        if t.placement == "colocate" and (
+            r.workers > lr.num_ranks or not 0 < lr.gpus_per_rank < 1 or not 0 < r.gpus_per_worker < 1
+            or lr.gpus_per_rank + r.gpus_per_worker > 1 or r.tensor_parallel_size != 1
+        ):
+            errors.append("trainer.placement=colocate shares each learner rank's GPU with at most one rollout "
+                          "worker: rollout.workers <= learner.num_ranks, 0 < learner.gpus_per_rank, "
+                          "rollout.gpus_per_worker and their sum <= 1, rollout.tensor_parallel_size = 1")
+        if r.engine == "hf" and t.placement != "cpu" and r.gpus_per_worker > 1:
+            errors.append("rollout.engine=hf drives one device: rollout.gpus_per_worker must be <= 1")
+        if self.eval.max_tokens < 1:
+            errors.append("eval.max_tokens must be >= 1")
+        return errors
 
 
 # ----------------------------------------------------------------------------- loading

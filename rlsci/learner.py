@@ -102,7 +102,6 @@ class LearnerConfig:
             if not ok:
                 errors.append(f"learner.{message}")
 
-        need(bool(self.model_path.strip()), "model_path must be set (a Hugging Face model directory or hub id)")
         need(self.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         need(self.attn_implementation in ATTN_IMPLEMENTATIONS,
              f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}")
@@ -149,7 +148,8 @@ class LearnerGroup:
     """
 
     def __init__(self, cfg: LearnerConfig, placement: Placement | None = None):
-        errors = cfg.validate()
+        # a config tree may leave the model unset (e.g. one that only serves rewards); a learner may not
+        errors = cfg.validate() + ([] if cfg.model_path.strip() else ["learner.model_path must be set"])
         if errors:
             raise ValueError("invalid learner config:\n  - " + "\n  - ".join(errors))
         self.cfg = cfg

@@ -168,15 +168,14 @@ def test_attention_auto_picks_flash_attention_only_on_cuda_in_half_precision(mon
 
 def test_config_validate_names_the_keys():
     assert learner_config("m").validate() == []
-    errors = LearnerConfig().validate()
-    assert any(e.startswith("learner.model_path must be set") for e in errors)
+    assert LearnerConfig().validate() == []  # a config tree may leave the model unset; LearnerGroup may not
     errors = learner_config("m", schedule="cosine", warmup_steps=10, total_steps=10, loss_agg="seq_mean_token_sum_norm",
                             dual_clip=0.5, num_ranks=0, gpus_per_rank=2).validate()
     text = "\n".join(errors)
     for key in ("total_steps (10) must exceed warmup_steps", "norm_len must be set", "dual_clip must be > 1",
                 "num_ranks must be >= 1", "gpus_per_rank in [0, 1]"):
         assert key in text
-    with pytest.raises(ValueError, match="invalid learner config"):
+    with pytest.raises(ValueError, match="learner.model_path must be set"):
         LearnerGroup(LearnerConfig())  # fails before any actor starts
 
 
