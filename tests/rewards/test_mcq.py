@@ -133,17 +133,18 @@ RULE_CASES = [
 
 
 @pytest.mark.parametrize(("response", "pred", "rule"), RULE_CASES)
-def test_each_rule_finds_the_committed_option(response, pred, rule):
-    got = lenient(response)
-    assert (got.pred, got.rule, got.candidates) == (pred, rule, ())
-
-
-@pytest.mark.parametrize(("response", "pred", "rule"), RULE_CASES)
-def test_each_rule_grades_a_wrong_answer_wrong(response, pred, rule):
-    # gold is the next letter after the extracted one: the same response must score `wrong`
+def test_each_rule_finds_the_committed_option_and_scores_it(response, pred, rule):
+    # grade_mcq runs the lenient extraction with the sample's options; gold is the letter after
+    # the extracted one, so the score must be `wrong` (a refused commitment would carry info)
     gold = "ABCD"[("ABCD".index(pred) + 1) % 4]
     result = grade_mcq(response, Sample(options=OPTS4, answer=gold), wrong=-0.5)
-    assert (result.pred, result.correct, result.score, result.extracted_by) == (pred, False, -0.5, rule)
+    assert (result.pred, result.extracted_by, result.correct, result.score, result.info) == (
+        pred,
+        rule,
+        False,
+        -0.5,
+        {},
+    )
 
 
 # ------------------------------------------------------------------------------ strict vs lenient
@@ -186,6 +187,8 @@ def test_strict_reads_only_the_instructed_formats(response, strict_pred, lenient
         ("If the answer is A, the nucleus would make ATP; it does not.\nAnswer: C", "C"),
         ("Answer: C\nAnswer: C\nAnswer: C", "C"),
         ("The answer is C.\n\n**Answer: C**", "C"),
+        ("The answer is A. No, the answer is C.", "C"),  # "no" is a revision word
+        ("Answer: A\nNo. Answer: C", "C"),
     ],
 )
 def test_the_last_explicit_commitment_wins(response, pred):
@@ -353,6 +356,49 @@ def test_answers_separated_by_reasoning_keep_only_the_last():
     # a hedge padded with text is graded on its LAST answer only: a single letter, never "any of"
     response = "Answer: A\n" + FILLER + "Answer: B"
     assert (strict(response).pred, lenient(response).pred) == ("B", "B")
+
+
+# The cluster gap limit (48 characters, stripped) is pinned from both sides: lowered to 20 or 30,
+# a listing of options with ~35-character texts would earn its last letter; raised (to 480, say),
+# a real self-correction after ~90 characters of reasoning would be refused.
+LONG_OPTS4 = {
+    "A": "the nucleus of the eukaryotic cell",
+    "B": "the ribosomes on the rough reticulum",
+    "C": "the inner membrane of mitochondria",
+    "D": "the Golgi apparatus near the nucleus",
+}
+
+
+def test_listing_options_with_their_texts_is_one_cluster():
+    response = "\n".join(f"Answer: {k}) {v}" for k, v in LONG_OPTS4.items())
+    # the gap between two commitments is ") " + option text: 36..38 characters, over 30, under 48
+    assert all(30 < len(f") {v}") <= 48 for v in LONG_OPTS4.values())
+    for mode in ("strict", "lenient"):
+        assert extract_choice(response, ABCD, mode=mode) == Extraction(None, "answer_line", False, tuple(ABCD))
+
+
+def test_a_self_correction_after_a_sentence_of_reasoning_gives_the_corrected_letter():
+    reasoning = "The nucleus stores the genome; ATP comes from oxidative phosphorylation in mitochondria."
+    assert 60 <= len(reasoning) <= 100  # 88 characters, no revision word
+    for mode in ("strict", "lenient"):
+        got = extract_choice(f"Answer: A\n{reasoning}\nAnswer: C", ABCD, mode=mode)
+        assert got == Extraction("C", "answer_line", True)
+
+
+@pytest.mark.parametrize(("gap", "pred"), [(48, None), (49, "C")])
+def test_the_gap_limit_is_48_characters(gap, pred):
+    # "Answer: A", a line of `gap` characters, "Answer: C": up to 48 characters between them
+    # (stripped) is one cluster naming two letters (refused); 49 separates them, the last wins
+    filler = ("x" * (gap - 1)) + "."
+    assert extract_choice(f"Answer: A\n{filler}\nAnswer: C", ABCD, mode="strict").pred == pred
+
+
+def test_a_cluster_of_a_letter_that_is_not_an_option_has_no_prediction():
+    for mode in ("strict", "lenient"):
+        assert extract_choice("Answer: K\nAnswer: K", ABCD, mode=mode) == Extraction(
+            None, "answer_line", False, ("K",)
+        )
+    assert extract_choice("Answer: K\nAnswer: K", "ABCDEFGHIJK", mode="strict").pred == "K"
 
 
 # ------------------------------------------------------------------------------ format_ok
