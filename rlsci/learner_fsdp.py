@@ -141,13 +141,28 @@ def token_logprobs(
     Shapes: batch (B, L) on the model's device -> logprobs (B, L) float32, entropy (B, L) float32 or None.
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    logits = logits[:, :-1]  # (B, L-1, V): position t-1 predicts token t
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs = F.pad(logprobs_from_logits(logits, batch.input_ids[:, 1:]), (1, 0))  # (B, L)
+    return shifted_logprobs(logits, batch.input_ids, temperature=temperature, with_entropy=with_entropy,
+                            entropy_grad=entropy_grad)
+
+
+def shifted_logprobs(
+    logits: Tensor, input_ids: Tensor, *, temperature: float, with_entropy: bool, entropy_grad: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """``token_logprobs`` from the model's logits: position t-1 predicts token t.
+
+    The shift is applied to the labels and to the (B, L) results, never to the logits: ``logits[:, :-1]``
+    is not contiguous, and flattening it would copy the largest tensor of the step (16k tokens x 152k
+    vocabulary = 5 GB in bf16). The last position's row is scored against a dummy label and dropped.
+    Temperature is applied inside the chunked functions, after each chunk is cast to float32.
+
+    Shapes: logits (B, L, V) contiguous, input_ids (B, L) -> logprobs (B, L) float32, entropy (B, L) or None.
+    """
+    labels = F.pad(input_ids[:, 1:], (0, 1))  # (B, L): label of row t is token t + 1; row L-1 is dropped
+    logprobs = F.pad(logprobs_from_logits(logits, labels, temperature=temperature)[:, :-1], (1, 0))  # (B, L)
     entropy = None
     if with_entropy:
-        entropy = F.pad(entropy_from_logits(logits if entropy_grad else logits.detach()), (1, 0))
+        scored = logits if entropy_grad else logits.detach()
+        entropy = F.pad(entropy_from_logits(scored, temperature=temperature)[:, :-1], (1, 0))
     return logprobs, entropy
 
 

@@ -159,12 +159,42 @@ def test_logprobs_match_log_softmax_gather_values_and_gradients():
         assert_close(grad_got, grad_ref)
 
 
+def test_temperature_divides_float32_logits_in_value_and_gradient():
+    # bf16 logits of magnitude ~3-6 at T = 0.7: z / T rounded to bf16 (8 mantissa bits) is off by up to
+    # 2^-9 * 8.6 = 0.017, while the chunked functions cast to float32 first and then divide (as vLLM
+    # does), agreeing with the float32 reference to float32 rounding (gradients: gradcheck below)
+    gen = torch.Generator().manual_seed(2)
+    logits = (torch.randn(2, 6, 33, generator=gen) * 3).to(torch.bfloat16)
+    labels = torch.randint(0, 33, (2, 6), generator=gen)
+    logp_ref = torch.log_softmax(logits.float() / 0.7, dim=-1)
+    want = logp_ref.gather(-1, labels[..., None]).squeeze(-1)
+    for chunk in (1, 5):
+        assert_close(logprobs_from_logits(logits, labels, chunk_size=chunk, temperature=0.7), want)
+        assert_close(entropy_from_logits(logits, chunk_size=chunk, temperature=0.7), -(logp_ref.exp() * logp_ref).sum(-1))
+    # dividing in bf16 first is far outside that agreement, so the check above can fail
+    rounded = torch.log_softmax((logits / 0.7).float(), -1).gather(-1, labels[..., None]).squeeze(-1)
+    assert (rounded - want).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        logprobs_from_logits(logits, labels, temperature=0.0)
+
+
+def test_non_contiguous_logits_are_refused_not_copied():
+    logits = torch.randn(2, 5, 7)
+    with pytest.raises(ValueError, match="logits must be contiguous"):
+        logprobs_from_logits(logits[:, :-1], torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="logits must be contiguous"):
+        entropy_from_logits(logits[:, :-1])
+
+
 def test_logprobs_and_entropy_pass_gradcheck_in_float64():
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(2, 3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
     labels = torch.randint(0, 5, (2, 3), generator=gen)
     assert torch.autograd.gradcheck(lambda z: logprobs_from_logits(z, labels, chunk_size=4), (logits,))
     assert torch.autograd.gradcheck(lambda z: entropy_from_logits(z, chunk_size=4), (logits,))
+    # at T = 0.7 the gradients carry the 1/T factor
+    assert torch.autograd.gradcheck(lambda z: logprobs_from_logits(z, labels, chunk_size=4, temperature=0.7), (logits,))
+    assert torch.autograd.gradcheck(lambda z: entropy_from_logits(z, chunk_size=4, temperature=0.7), (logits,))
 
 
 def test_logprobs_of_bf16_logits_are_float32_with_bf16_gradient():
@@ -237,6 +267,17 @@ def test_kl_clamp():
     # unclamped: k3(-30) = e^30 - 31 = 1.0686e13; k3(2) = e^-2 - 1 + 2 = 1.135335
     got = kl_penalty(torch.tensor([[2.0, -30.0]]), ref, "k3", clamp=None)
     assert_close(got, torch.tensor([[1.135335, math.exp(30.0) - 31.0]]))
+
+
+def test_k3_gradient_is_finite_far_below_the_reference():
+    # d = -100: exp(-d) = e^100 overflows float32 (above e^88.7) to inf, and the result clamp's zero
+    # gradient times inf is NaN; with the exponent clamped to 10 the gradient is finite (0: both clamps
+    # saturate). At d = -2 nothing saturates: d/dd (e^-d - 1 + d) = 1 - e^2 = -6.389056
+    logprobs = torch.tensor([[-100.0, -2.0]], requires_grad=True)
+    kl = kl_penalty(logprobs, torch.zeros(1, 2), "k3")
+    (grad,) = torch.autograd.grad(kl.sum(), logprobs)
+    assert torch.isfinite(grad).all()
+    assert_close(grad, torch.tensor([[0.0, 1 - math.exp(2.0)]]))
 
 
 def test_kl_validates_estimator_and_shapes():
