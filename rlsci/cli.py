@@ -19,6 +19,7 @@ COMMANDS = {
     "model": "rlsci.commands.model",
     "data": "rlsci.commands.data",
     "eval": "rlsci.commands.eval",
+    "train": "rlsci.commands.train",
 }
 
 

@@ -169,7 +169,10 @@ def build_data(cfg: DataConfig, *, with_train: bool = True) -> DataBundle:
     ood = {}
     for b in cfg.ood:
         label = b.label or b.name
-        result = read_benchmark(b.name, b.path, on_bad_row=b.on_bad_row or cfg.on_bad_row)
+        if b.name == "samples":  # rlsci's own rows (e.g. synthetic held-out questions)
+            result = load_any(b.path, format="samples", on_bad_row=b.on_bad_row or cfg.on_bad_row, seed=cfg.seed)
+        else:
+            result = read_benchmark(b.name, b.path, on_bad_row=b.on_bad_row or cfg.on_bad_row)
         reports[f"ood/{label}"] = result.report
         ood[label] = subset(result.samples, b.max_samples, seed=0)  # the same subset in every run
     return DataBundle(train=train, val=val, ood=ood, reports=reports)

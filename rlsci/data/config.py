@@ -36,11 +36,24 @@ class ValConfig:
 
 @dataclass
 class BenchmarkSource:
-    name: str  # a benchmark of rlsci.data.benchmarks.FORMATS: gpqa_aug, super_gpqa, mmlu_pro, ...
+    name: str  # a benchmark of rlsci.data.benchmarks.FORMATS (gpqa_aug, super_gpqa, ...), or samples (rlsci rows)
     path: str  # its file in the published format
     label: str = ""  # metric key (eval/<label>/...); default: name. Must be unique.
     on_bad_row: Literal["error", "skip"] | None = None  # None: data.on_bad_row
     max_samples: int | None = None  # a seeded subset of this many; None: all
+
+
+@dataclass
+class SyntheticConfig:
+    """Synthetic questions (rlsci.data.synthetic) written to `dir` as train/val/ood.jsonl when missing,
+    so that a config can name them in train / val / ood and run from a fresh clone."""
+
+    dir: str = ""  # "": off
+    n_train: int = 2000
+    n_val: int = 100
+    n_ood: int = 100  # held-out question templates
+    num_options: int = 4
+    seed: int = 0
 
 
 @dataclass
@@ -56,6 +69,7 @@ class DataConfig:
     seed: int = 0  # val selection, option shuffling, max_train_samples subset
     shuffle_options: bool = True  # reorder options every epoch, keyed on (seed, epoch, sample id)
     max_train_samples: int | None = None  # a seeded subset of this many; None: all
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> list[str]:
         """Impossible combinations, each message naming its key."""
@@ -83,7 +97,7 @@ class DataConfig:
             )
         labels = [b.label or b.name for b in self.ood]
         for i, b in enumerate(self.ood):
-            if b.name not in BENCHMARK_FORMATS:
+            if b.name not in BENCHMARK_FORMATS and b.name != "samples":
                 errors.append(
                     f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: {', '.join(BENCHMARK_FORMATS)}"
                 )
@@ -95,6 +109,9 @@ class DataConfig:
                 )
             if b.max_samples is not None and b.max_samples < 1:
                 errors.append(f"data.ood[{i}].max_samples must be >= 1 or null, got {b.max_samples}")
+        sy = self.synthetic
+        if sy.dir and (min(sy.n_train, sy.n_val, sy.n_ood) < 1 or not 2 <= sy.num_options <= 10):
+            errors.append("data.synthetic: n_train, n_val, n_ood must be >= 1 and num_options in 2..10")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             errors.append(f"data.max_train_samples must be >= 1 or null, got {self.max_train_samples}")
         if self.on_bad_row not in ON_BAD_ROW:
