@@ -59,7 +59,8 @@ class LearnerConfig:
 
     model_path: str = ""  # Hugging Face directory (or hub id) of the initial policy
     ref_model_path: str = ""  # frozen reference for the KL term; "" = model_path; loaded only if kl_coef != 0
-    dtype: Literal["float32", "bfloat16"] = "float32"  # sharded master weights and AdamW state
+    # compute dtype; master weights and AdamW state are float32 whatever it is (bf16: a MixedPrecisionPolicy)
+    dtype: Literal["float32", "bfloat16"] = "float32"
     mixed_precision: bool = True  # on GPU: bf16 compute, fp32 gradient reduction (ignored on CPU)
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: FA2 if importable on CUDA
     activation_checkpointing: bool = False  # recompute decoder-layer activations in backward

@@ -100,14 +100,12 @@ class LearnerWorker:
         dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank, world_size=self.world_size,
                                 device_id=self.device if self.device.type == "cuda" else None)
         torch.manual_seed(cfg.seed)
-        dtype = DTYPES[cfg.dtype]
-        attn = resolve_attn_implementation(cfg.attn_implementation, self.device,
-                                           compute_dtype(self.device, dtype, cfg.mixed_precision))
-        load = partial(load_sharded_model, rank=self.rank, device=self.device, dtype=dtype,
-                       mixed_precision=cfg.mixed_precision, attn_implementation=attn,
-                       activation_checkpointing=cfg.activation_checkpointing)
-        self.model = load(cfg.model_path, trainable=True)
-        self.ref_model = load(cfg.ref_model_path or cfg.model_path, trainable=False) if cfg.kl_coef != 0 else None
+        compute = compute_dtype(self.device, DTYPES[cfg.dtype], cfg.mixed_precision)
+        attn = resolve_attn_implementation(cfg.attn_implementation, self.device, compute)
+        load = partial(load_sharded_model, rank=self.rank, device=self.device, compute_dtype=compute,
+                       attn_implementation=attn, activation_checkpointing=cfg.activation_checkpointing)
+        self.model, dropout = load(cfg.model_path, trainable=True)
+        self.ref_model = load(cfg.ref_model_path or cfg.model_path, trainable=False)[0] if cfg.kl_coef != 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                            weight_decay=cfg.weight_decay)
         schedule = partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=cfg.total_steps,
@@ -118,6 +116,9 @@ class LearnerWorker:
             "device": str(self.device),
             "backend": backend,
             "attn_implementation": attn,
+            "master_dtype": str(next(self.model.parameters()).dtype),  # always float32
+            "compute_dtype": str(compute),
+            "dropout_zeroed": dropout,  # {config field: value it had}, set to 0 for training
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "reference_model": self.ref_model is not None,
             "activation_checkpointing": self.model.is_gradient_checkpointing,
