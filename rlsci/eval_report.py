@@ -47,6 +47,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlsci.data.options import letters
+from rlsci.metrics import metric_key
+from rlsci.metrics import metric_name as metric_name  # re-exported: older callers import it from here
 
 FORMAT = 1  # version of summary.json / eval/summary.jsonl
 
@@ -209,12 +211,11 @@ class EvalSummary:
             if b.k > 1:
                 scalars |= {f"maj@{b.k}": b.maj, f"pass@{b.k}": b.pass_at_k}
             out |= {f"{key}/{name}": float(value) for name, value in scalars.items()}
-            for name, r in b.by_domain.items():
-                domain = metric_name(name)
-                out[f"{key}/acc/domain/{domain}"] = r.acc
-                out[f"{key}/n/domain/{domain}"] = float(r.n)
+            for domain, r in b.by_domain.items():  # the same keys as training's (rlsci.metrics)
+                out[metric_key(key, "acc", domain=domain)] = r.acc
+                out[metric_key(key, "n", domain=domain)] = float(r.n)
                 if r.maj is not None:
-                    out[f"{key}/maj@{b.k}/domain/{domain}"] = r.maj
+                    out[metric_key(key, f"maj@{b.k}", domain=domain)] = r.maj
             for kind, counts in (("gold_pos", b.gold_positions), ("pred_pos", b.pred_positions),
                                  ("extracted_by", b.extracted_by)):  # fmt: skip
                 out |= {f"{key}/{kind}/{name}": float(count) for name, count in counts.items()}
@@ -428,8 +429,3 @@ def _row(cells: Sequence[str]) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
-def metric_name(name: str) -> str:
-    """A domain name as a metric-key part: "Environmental Sciences" -> "environmental_sciences"."""
-    return "_".join(name.lower().replace("/", " ").split()) or "unknown"
