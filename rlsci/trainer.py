@@ -168,7 +168,8 @@ class Trainer:
         p.timer.reset()
         kept, everything, rounds = self.collect(step)
         samples = [g.question for g in everything for _ in g.completions]
-        completions = [c for g in everything for c in g.completions]
+        # prompt_index re-based to the step's groups (refill rounds each count from 0)
+        completions = [dataclasses.replace(c, prompt_index=i) for i, g in enumerate(everything) for c in g.completions]
         results = [r for g in everything for r in g.results]
         out = M.rollout_metrics(samples, completions, results, max_tokens=cfg.rollout.max_tokens)
         equal = sum(len(set(g.rewards)) == 1 for g in everything)
@@ -183,7 +184,7 @@ class Trainer:
         out |= p.timer.metrics()
         out |= M.throughput_metrics(tokens, out["timing/step"], devices=p.devices)
         if cfg.trainer.save_rollouts:
-            prompts_text = [p.tokenizer.decode(c.prompt_ids) for c in completions]
+            prompts_text = [p.tokenizer.decode(g.completions[0].prompt_ids) for g in everything]  # one per group
             M.write_rollouts(M.rollout_table(step, samples, completions, results, prompts_text),
                              self.run.rollout_file(step))
         return out
