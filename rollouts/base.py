@@ -115,6 +115,10 @@ class RolloutEngine(Protocol):
         how the tensors arrive (NCCL broadcast, CUDA IPC; see weight_transport.py)."""
         ...
 
+    def check_update(self, names: list[str]) -> None:
+        """Raise unless update_weights could load tensors called `names` now (names, engine state)."""
+        ...
+
     def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
         """Join the NCCL weight-sync group at ranks rank_offset.. (rank 0 = the learner)."""
         ...

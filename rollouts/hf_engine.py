@@ -199,6 +199,10 @@ class HFEngine:
 
     # ------------------------------------------------------------------ weights
 
+    def check_update(self, names: list[str]) -> None:
+        """Raise unless update_weights could load in-memory tensors called `names`."""
+        check_weight_names(names, self.expected_names, self.optional_names, f"HFEngine({self.model_path}).update_weights")
+
     def update_weights(self, update: Iterable[tuple[str, Tensor]] | NcclUpdate | IpcUpdate) -> None:
         """load_state_dict of the given tensors; every name must be a model weight and every
         weight must be given (tied aliases such as lm_head.weight may be left out)."""
@@ -208,8 +212,7 @@ class HFEngine:
                 "NCCL and CUDA IPC transports need the vLLM engine"
             )
         named = list(update)
-        check_weight_names((name for name, _ in named), self.expected_names, self.optional_names,
-                           f"HFEngine({self.model_path}).update_weights")
+        self.check_update([name for name, _ in named])
         with torch.no_grad():
             self.model.load_state_dict(dict(named), strict=False)  # names checked above; tied aliases optional
 

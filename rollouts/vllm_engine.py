@@ -143,11 +143,17 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ weights
 
+    def check_update(self, names: list[str]) -> None:
+        """Raise unless update_weights could load tensors called `names` now: the engine is awake (asleep,
+        the weights' GPU memory is unmapped and writes would fault) and the names are the model's.
+        Called by the driver before an NCCL broadcast starts (RolloutPool.submit_update_weights): a
+        receiver failing after the sender started would leave the sender blocked in the broadcast."""
+        self._check_awake("update_weights")
+        check_weight_names(names, self.expected_names, self.optional_names, f"VLLMEngine({self.model}).update_weights")
+
     def update_weights(self, update: Iterable[tuple[str, Tensor]] | NcclUpdate | IpcUpdate) -> None:
         """Load new weights in every worker, then drop the prefix cache. For an NcclUpdate the
         learner must call `NcclWeightSender.send` with the same tensors concurrently."""
-        where = f"VLLMEngine({self.model}).update_weights"
-        self._check_awake("update_weights")  # asleep, the weights' GPU memory is unmapped: writes would fault
         if isinstance(update, NcclUpdate):
             names = update.names
             metas = [[m.name, m.dtype, list(m.shape)] for m in update.tensors]
@@ -159,14 +165,15 @@ class VLLMEngine:
             named = list(update)
             names = [name for name, _ in named]
             method, payload = "load_serialized_weights", serialize_tensors(named)
-        check_weight_names(names, self.expected_names, self.optional_names, where)
+        self.check_update(names)
         # A learner sends one name of a tied pair (model.embed_tokens.weight); vLLM keeps its own
         # lm_head copy on CPU, which a reload only replaces when the alias is loaded too (without
         # it the engine sampled from the new embeddings but the old output layer: logprob gap 0.43).
         missing_aliases = {a: src for a, src in self.tied.items() if a not in names and src in names}
         counts = self.llm.collective_rpc(method, args=(payload, missing_aliases))  # one count per worker
         if any(count != len(names) for count in counts):
-            raise RuntimeError(f"{where}: workers loaded {counts} tensors, expected {len(names)} each")
+            raise RuntimeError(f"VLLMEngine({self.model}).update_weights: workers loaded {counts} tensors, "
+                               f"expected {len(names)} each")
         self.llm.reset_prefix_cache()
 
     def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> None:

@@ -5,10 +5,12 @@ then makes this class a base of its Worker, so `self` below is the worker (``sel
 ``self.device``, ``self.rank``), and the engine calls these methods by name with
 ``llm.collective_rpc(name, args=...)``. Arguments travel by msgpack: bytes, str, numbers, lists.
 
-Loading goes through ``model_runner.reload_weights`` (vLLM's layerwise in-place reload), not a
+Loading goes through the worker's ``reload_weights`` (vLLM's layerwise in-place reload), not a
 bare ``model.load_weights``: on CPU, vLLM repacks linear weights into oneDNN kernels after loading
 and drops the original parameters, so only the reload path (restore, load, re-process each layer)
-can replace them. It takes Hugging Face names and fuses q/k/v and gate/up itself.
+can replace them. It takes Hugging Face names and fuses q/k/v and gate/up itself. The worker's
+method, not ``model_runner.reload_weights`` directly: it sets vLLM's config context around the
+reload, which quantized layers read while they re-process their weights.
 """
 
 from __future__ import annotations
@@ -76,5 +78,5 @@ class WeightSyncExtension:
             for alias, source in aliases.items():
                 yield alias, kept[source]
 
-        self.model_runner.reload_weights(weights_iterator=counted(), is_checkpoint_format=True)
+        self.reload_weights(weights_iterator=counted(), is_checkpoint_format=True)
         return count

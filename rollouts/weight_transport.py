@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -88,13 +89,35 @@ def _nccl_group(host: str, port: int, rank: int, world_size: int, device: torch.
     return PyNcclCommunicator(group, device=device)
 
 
+def _wait_for_broadcasts(comm, stream, timeout_s: float, who: str) -> None:
+    """Wait until the broadcasts queued on `stream` finished, at most timeout_s seconds.
+
+    NCCL collectives have no timeout of their own: a peer that never joins a broadcast (a receiver
+    that failed, a sender that never started) leaves this process blocked for good, and a Ray actor
+    blocked so queues every later call behind it. On timeout the communicator is aborted
+    (ncclCommAbort), so it cannot be used again, and TimeoutError names what happened.
+    """
+    done = torch.cuda.Event()
+    done.record(stream)
+    deadline = time.monotonic() + timeout_s
+    while not done.query():
+        if time.monotonic() > deadline:
+            comm.destroy()
+            raise TimeoutError(
+                f"{who}: NCCL weight-sync broadcast not finished after {timeout_s} s (a peer did not take "
+                "part); the weight-sync group was aborted, build a new one"
+            )
+        time.sleep(0.001)
+
+
 class NcclWeightSender:
     """Rank 0 of the weight-sync group, on the learner's rank-0 GPU. Every receiver must be
     created at the same time (the constructor is a collective: call it while the controller
-    runs the engines' init_weight_sync)."""
+    runs the engines' init_weight_sync). `timeout_s` bounds the rendezvous and each `send`."""
 
     def __init__(self, host: str, port: int, world_size: int, device: torch.device, timeout_s: int = 300):
         self.device = torch.device(device)
+        self.timeout_s = timeout_s
         self.comm = _nccl_group(host, port, 0, world_size, self.device, timeout_s)
 
     @staticmethod
@@ -105,19 +128,21 @@ class NcclWeightSender:
 
     def send(self, named: Iterable[tuple[str, Tensor]]) -> None:
         """Broadcast each tensor (in order) to all receivers; returns when all were sent."""
+        stream = torch.cuda.current_stream(self.device)
         for _, tensor in named:
-            self.comm.broadcast(tensor.detach().to(self.device).contiguous(), src=0,
-                                stream=torch.cuda.current_stream(self.device))
-        torch.cuda.current_stream(self.device).synchronize()
+            self.comm.broadcast(tensor.detach().to(self.device).contiguous(), src=0, stream=stream)
+        _wait_for_broadcasts(self.comm, stream, self.timeout_s, "NcclWeightSender.send")
 
 
 class NcclWeightReceiver:
-    """Rank `rank` (>= 1) of the weight-sync group, inside a vLLM worker process."""
+    """Rank `rank` (>= 1) of the weight-sync group, inside a vLLM worker process. `timeout_s` bounds
+    the rendezvous and each `receive`."""
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, device: torch.device, timeout_s: int = 300):
         if rank < 1:
             raise ValueError(f"weight-sync receivers take ranks >= 1 (rank 0 is the learner), got {rank}")
         self.device = torch.device(device)
+        self.timeout_s = timeout_s
         self.comm = _nccl_group(host, port, rank, world_size, self.device, timeout_s)
 
     def receive(self, update: NcclUpdate) -> Iterator[tuple[str, Tensor]]:
@@ -127,7 +152,7 @@ class NcclWeightReceiver:
             buffer = torch.empty(meta.shape, dtype=dtype_from_str(meta.dtype), device=self.device)
             self.comm.broadcast(buffer, src=0, stream=stream)
             yield meta.name, buffer
-        stream.synchronize()
+        _wait_for_broadcasts(self.comm, stream, self.timeout_s, "NcclWeightReceiver.receive")
 
 
 # --------------------------------------------------------------------------- CUDA IPC (colocate)

@@ -35,14 +35,31 @@ from rollouts.base import Completion, SamplingConfig
 from rollouts.weight_transport import IpcUpdate, NcclUpdate
 
 
+def in_actor_engine_kwargs(engine: str, engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """engine_kwargs for an engine built inside a Ray actor.
+
+    vLLM with tensor_parallel_size > 1 and no executor named picks its Ray executor when it runs inside
+    a placement group (a rollout actor always does), which rejects a bundle holding several GPUs or
+    waits for GPUs that the actor's placement group already holds. Its multiprocessing executor ("mp")
+    runs the tensor-parallel workers on the GPUs Ray gave the actor.
+    """
+    tensor_parallel = engine_kwargs.get("tensor_parallel_size", 1) > 1
+    if engine == "vllm" and tensor_parallel and engine_kwargs.get("distributed_executor_backend") is None:
+        return {**engine_kwargs, "distributed_executor_backend": "mp"}
+    return engine_kwargs
+
+
 class RolloutWorker:
     """One rollout engine inside one Ray actor (see RolloutPool for how they are created)."""
 
     def __init__(self, engine: str, engine_kwargs: dict[str, Any]):
-        self.engine = build_engine(engine, **engine_kwargs)
+        self.engine = build_engine(engine, **in_actor_engine_kwargs(engine, engine_kwargs))
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
         return self.engine.generate(prompts, sampling)
+
+    def check_update(self, names: list[str]) -> None:
+        self.engine.check_update(names)
 
     def update_weights(self, update: list[tuple[str, Tensor]] | NcclUpdate | IpcUpdate) -> None:
         self.engine.update_weights(update)
@@ -118,9 +135,20 @@ class RolloutPool:
 
     def submit_update_weights(self, update: Iterable[tuple[str, Tensor]] | NcclUpdate | IpcUpdate) -> list:
         """Start the update on every worker; returns the ObjectRefs to ray.get. (name, tensor)
-        pairs are put in the object store once and shared by reference."""
-        if not isinstance(update, NcclUpdate | IpcUpdate):
-            update = ray.put(list(update))
+        pairs are put in the object store once and shared by reference.
+
+        Every engine first checks, before anything is submitted, that it can load these names now
+        (names, asleep): with NCCL, a receiver failing after the learner's rank 0 started its
+        broadcast would leave that rank blocked in the send, and every later learner call behind it.
+        So submit this before the learner's side: ``pool.submit_update_weights(u) +
+        learner.submit_broadcast_weights()`` raises here and never starts the broadcast."""
+        if isinstance(update, NcclUpdate | IpcUpdate):
+            names = list(update.names)
+        else:
+            pairs = list(update)
+            names = [name for name, _ in pairs]
+            update = ray.put(pairs)
+        ray.get([w.check_update.remote(names) for w in self.workers])
         return [w.update_weights.remote(update) for w in self.workers]
 
     def update_weights(self, update: Iterable[tuple[str, Tensor]] | NcclUpdate | IpcUpdate) -> None:

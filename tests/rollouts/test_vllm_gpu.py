@@ -32,7 +32,6 @@ RAY_RESOURCES = {"num_cpus": 4, "num_gpus": torch.cuda.device_count()}  # for th
 @pytest.fixture(scope="module")
 def reference(tiny_models):
     """Greedy completions of an engine started on the seed-1 weights."""
-    pytest.importorskip("vllm")
     engine = VLLMEngine(tiny_models[1], seed=0, **GPU_KWARGS)
     yield engine
     engine.shutdown()
@@ -45,7 +44,6 @@ def assert_same_greedy(got, expected):
 
 
 def test_sleep_frees_gpu_memory_and_wake_restores_the_engine(tiny_models, prompts):
-    pytest.importorskip("vllm")
     engine = VLLMEngine(tiny_models[0], seed=0, enable_sleep_mode=True, **GPU_KWARGS)
     try:
         before = engine.generate(prompts, GREEDY)
@@ -90,8 +88,8 @@ class Learner:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
-    def init_sender(self, host: str, port: int, world_size: int) -> None:
-        self.sender = NcclWeightSender(host, port, world_size, torch.device("cuda", 0))
+    def init_sender(self, host: str, port: int, world_size: int, timeout_s: int = 300) -> None:
+        self.sender = NcclWeightSender(host, port, world_size, torch.device("cuda", 0), timeout_s=timeout_s)
 
     def describe(self):
         return NcclWeightSender.describe(self.named)
@@ -118,3 +116,45 @@ def test_nccl_broadcast_update_from_a_learner_actor(tiny_models, prompts, refere
     finally:
         pool.shutdown()
         ray.kill(learner)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL weight sync needs 2 GPUs (learner, engine)")
+def test_nccl_update_refused_on_the_driver_leaves_the_learner_free(tiny_models, prompts, reference, ray_cluster):
+    """A receiver that would fail (wrong names, or asleep) is found before either side is submitted: the
+    learner's send never starts, so the learner actor answers its next call; a sender whose receivers
+    never take part gives up after the weight-sync group's timeout instead of blocking for good."""
+    pool = RolloutPool("vllm", 1, {"model": str(tiny_models[0]), **GPU_KWARGS}, num_gpus_per_worker=1)
+    learner = ray.remote(num_gpus=1)(Learner).remote(str(tiny_models[1]))
+    try:
+        host, port = ray.get(learner.address.remote())
+        ray.get(pool.submit_init_weight_sync(host, port) + [learner.init_sender.remote(host, port, 2, 20)])
+        update = ray.get(learner.describe.remote())
+        wrong = type(update)(update.tensors[:-1])  # one tensor short
+        with pytest.raises(ValueError, match="missing"):
+            ray.get(pool.submit_update_weights(wrong) + [learner.send.remote()])
+        assert ray.get(learner.describe.remote(), timeout=30) == update  # not stuck in a send
+        with pytest.raises(ray.exceptions.RayTaskError, match="TimeoutError"):
+            ray.get(learner.send.remote(), timeout=120)  # nobody receives: aborted after 20 s
+    finally:
+        pool.shutdown()
+        ray.kill(learner)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="tensor parallelism needs 2 GPUs")
+def test_tensor_parallel_rollout_worker_starts_in_a_placement_group(tiny_models, prompts, reference, ray_cluster):
+    """A TP=2 engine in an actor holding a 2-GPU bundle (as rlsci.topology places rollout workers) starts
+    with vLLM's multiprocessing executor (rollouts.worker.in_actor_engine_kwargs) and matches TP=1."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = placement_group([{"CPU": 1, "GPU": 2}])
+    ray.get(group.ready(), timeout=120)
+    options = {"num_cpus": 1, "num_gpus": 2,
+               "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)}
+    pool = RolloutPool("vllm", 1, {"model": str(tiny_models[1]), "tensor_parallel_size": 2, **GPU_KWARGS},
+                       actor_options=[options])
+    try:
+        assert_same_greedy(pool.generate(prompts, GREEDY), reference.generate(prompts, GREEDY))
+    finally:
+        pool.shutdown()
+        remove_placement_group(group)
