@@ -274,7 +274,6 @@ def test_reward_server_grades_like_in_process(iteration):
 
 @pytest.fixture(scope="module")
 def vllm_engine(model_path):
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]' or '.[gpu]')")
     engine = build_engine("vllm", model=str(model_path), seed=0, **VLLM_KWARGS)
     yield engine
     engine.shutdown()

@@ -422,7 +422,6 @@ def test_science_suite_on_real_benchmarks(engine, tokenizer, tmp_path):
 
 @pytest.mark.slow
 def test_cli_vllm_engine_matches_hf_prompts(model_dir, tmp_path):
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]' or '.[gpu]')")
     common = ["--model", str(model_dir), "--suite", str(SMOKE), "--no-progress"]
     overrides = ["only=[wildsci_val]", "generation.max_tokens=8"]  # overrides come after the options
     vllm_kwargs = ["engine_kwargs.dtype=float32", "engine_kwargs.max_model_len=1024",

@@ -528,7 +528,6 @@ def test_gpu_one_and_two_ranks_agree(ray_cluster, model_path):
 def test_gpu_nccl_weight_sync_delivers_the_learner_weights_to_vllm(ray_cluster, model_path):
     """After a train step, weights broadcast by NCCL give the engine the same greedy outputs as the same
     weights sent as in-memory tensors (the transport tested against a fresh engine in tests/rollouts)."""
-    pytest.importorskip("vllm")
     from rollouts import SamplingConfig
     from rollouts.worker import RolloutPool
 

@@ -30,8 +30,6 @@ RAY_RESOURCES = {"num_cpus": 4}  # for the ray_cluster fixture (tests/conftest.p
 )
 def engine(request, tiny_models, engine_kwargs):
     """(name, engine on the seed-0 model)."""
-    if request.param == "vllm":
-        pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]' or '.[gpu]')")
     built = build_engine(request.param, model=str(tiny_models[0]), seed=0, **engine_kwargs[request.param])
     yield request.param, built
     built.shutdown()
