@@ -38,6 +38,14 @@ def assets(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("assets")
     init_tiny_model(root / "model", size="micro", seed=0)
     write_splits(root / "data", seed=0, n_train=200, n_val=16, n_ood=16)
+    # a reward with variance inside most groups even for a random model: half of the questions always
+    # score 1 (zero-variance groups); the others score by the parity of the response's length
+    (root / "parity.py").write_text(
+        "import zlib\n"
+        "def reward(response, sample):\n"
+        "    if zlib.crc32(sample.id.encode()) % 2 == 0:\n"
+        "        return 1.0\n"
+        "    return float(len(response) % 2)\n")
     return root
 
 
@@ -149,6 +157,7 @@ def test_sigterm_then_resume_logs_the_same_metrics_as_an_uninterrupted_run(asset
 def test_two_learner_ranks_and_two_engines_agree_on_logprobs(assets, tmp_path, engine, ray_cluster):
     cfg = load_config(DEMO, overrides(assets, tmp_path / engine, "learner.num_ranks=2", "rollout.workers=2",
                                       f"rollout.engine={engine}", "trainer.total_steps=3",
+                                      f"reward.fn={assets / 'parity.py'}:reward",
                                       "learner.cpus_per_rank=0.5", "rollout.cpus_per_worker=0.5"))
     last, trainer = train(cfg, log=lambda _: None)
     lines = read_metrics(tmp_path / engine)
@@ -157,8 +166,8 @@ def test_two_learner_ranks_and_two_engines_agree_on_logprobs(assets, tmp_path, e
         # fp32, same weights: reduction-order differences only (~1e-6); a stale sync gives ~0.1-1
         assert m["learner/behaviour_logprob_diff/max"] < 1e-4, m
         assert m["train/groups"] == 8
-    # the weights moved (lr 1e-2), so agreement at steps 2 and 3 means the sync delivered them
-    assert lines[1]["learner/grad_norm"] > 0
+        # the weights move every step (lr 1e-2), so agreement at steps 2 and 3 means the sync delivered them
+        assert m["learner/grad_norm"] > 1e-3
 
 
 @pytest.mark.slow
@@ -200,16 +209,8 @@ def test_external_reward_server_that_dies_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_zero_variance_filter_keeps_the_batch_size_and_reports_drops(assets, tmp_path, ray_cluster):
-    # half of the questions always score 1 (a zero-variance group); the others score by the parity of
-    # the response's length, so their groups of 4 usually differ
-    plugin = tmp_path / "parity.py"
-    plugin.write_text(
-        "import zlib\n"
-        "def reward(response, sample):\n"
-        "    if zlib.crc32(sample.id.encode()) % 2 == 0:\n"
-        "        return 1.0\n"
-        "    return float(len(response) % 2)\n")
-    cfg = load_config(DEMO, overrides(assets, tmp_path / "z", f"reward.fn={plugin}:reward",
+    # the parity reward (see `assets`): ~half of the groups have equal rewards
+    cfg = load_config(DEMO, overrides(assets, tmp_path / "z", f"reward.fn={assets / 'parity.py'}:reward",
                                       "algo.zero_variance_filter=true", "algo.max_refill_rounds=20"))
     train(cfg, log=lambda _: None)
     for m in read_metrics(tmp_path / "z")[1:]:
