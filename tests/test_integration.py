@@ -48,6 +48,10 @@ LOGPROB_ATOL = 2e-5
 MIN_CHANGE = 1e-2  # the update must move some sampled token's logprob by at least this much
 N_PROMPTS, N_SAMPLES, MAX_TOKENS = 4, 4, 12
 SAMPLING = SamplingConfig(n=N_SAMPLES, temperature=1.0, max_tokens=MAX_TOKENS, seed=1234)
+# the learning test: 4 short prompts x 128 one-token samples, 3 GRPO iterations at lr 3e-3
+LEARNING_SAMPLING = SamplingConfig(n=128, temperature=1.0, max_tokens=1)
+LEARNING_LR, LEARNING_STEPS = 3e-3, 3
+LEARNED = 0.1  # |change| of log p(token | prompt) required; measured +0.86..+0.94 and -1.36..-1.46
 VLLM_KWARGS = {"dtype": "float32", "max_model_len": 256, "max_num_seqs": 32, "kv_cache_memory_bytes": 256 * 2**20}
 RAY_RESOURCES = {"num_cpus": 2}  # for the ray_cluster fixture (tests/conftest.py)
 
@@ -176,15 +180,29 @@ def test_learner_scores_sampled_tokens_like_the_engine(iteration, model_path):
 
 
 def test_grades_become_group_advantages(iteration):
-    """Advantages are (r - mean_g) / (std_g + eps) of the in-process mcq scores, per prompt. (A random
-    model's scores are usually all 0, so this mostly checks the exact 0 of equal-reward groups; the
-    formula on varied rewards is tests/rlsci/test_algos.py's.)"""
+    """Advantages are (r - mean_g) / (std_g + eps) of the in-process mcq scores, per prompt. A random
+    model's scores are usually all 0, so the same path is also run on the iteration's completions with
+    their texts replaced by 'Answer: X' lines: in prompt i the first i samples right, the rest wrong."""
     scores = torch.tensor([g.score for g in iteration.grades]).view(N_PROMPTS, N_SAMPLES)
     for g in iteration.grades:
         assert g.error is None and g.score in (0.0, 1.0) and (g.pred is None) == (g.extracted_by is None)
     mean, std = scores.mean(dim=1, keepdim=True), scores.std(dim=1, keepdim=True)
     expected = torch.where(std > 0, (scores - mean) / (std + 1e-6), torch.zeros_like(scores))
     torch.testing.assert_close(iteration.batch.advantages.view(N_PROMPTS, N_SAMPLES), expected)
+
+    reward = build_reward(RewardConfig(fn="mcq"))
+    answered = []
+    for c in iteration.completions:
+        q = iteration.questions[c.prompt_index]
+        wrong = next(letter for letter in q.options if letter != q.answer)
+        answered.append(dataclasses.replace(c, response_text=f"Answer: {q.answer if c.sample_index < c.prompt_index else wrong}"))
+    grades = [safe_grade(reward, c.response_text, iteration.questions[c.prompt_index]) for c in answered]
+    batch = to_batch(answered, torch.tensor([g.score for g in grades]))
+    # rewards per prompt [0 0 0 0], [1 0 0 0], [1 1 0 0], [1 1 1 0]; unbiased std 0, 0.5, 0.57735, 0.5:
+    # [1 0 0 0]: mean 0.25 -> (0.75, -0.25) / 0.5 = 1.5, -0.5; [1 1 0 0]: +-0.5 / 0.57735 = +-0.866025
+    want = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.5, -0.5, -0.5, -0.5], [0.866025, 0.866025, -0.866025, -0.866025],
+                         [0.5, 0.5, 0.5, -1.5]])
+    torch.testing.assert_close(batch.advantages.view(N_PROMPTS, N_SAMPLES), want, atol=1e-5, rtol=0)
 
 
 def test_train_step_reports_an_on_policy_update(iteration):
@@ -195,6 +213,70 @@ def test_train_step_reports_an_on_policy_update(iteration):
     assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
     assert stats["clip_frac_low"] == stats["clip_frac_high"] == 0.0
     assert stats["grad_norm"] > 0
+
+
+# ----------------------------------------------------------------------------- learning from a reward
+
+
+def chosen_token_logprobs(learner: LearnerGroup, prompts: list[list[int]], token: int) -> torch.Tensor:
+    """(P,) log p(token | prompt) under the learner's policy: the first response token's logprob."""
+    batch = RolloutBatch.from_sequences(prompts, [[token]] * len(prompts), advantages=[0.0] * len(prompts),
+                                        behaviour_logprobs=[[0.0]] * len(prompts), group_ids=list(range(len(prompts))))
+    logprobs = learner.compute_logprobs(batch)
+    return logprobs[torch.arange(len(prompts)), torch.tensor([len(p) for p in prompts])]
+
+
+def most_likely_first_token(model_path, prompts: list[list[int]]) -> int:
+    """The token the initial policy most expects first, over all prompts (p ~ 0.003 for the micro model)."""
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        rows = [torch.log_softmax(model(torch.tensor([p])).logits[0, -1], -1) for p in prompts]  # P x (V,)
+    return int(torch.stack(rows).mean(0).argmax())
+
+
+def grpo_steps(learner: LearnerGroup, engine, prompts: list[list[int]], token: int, sign: float, steps: int) -> int:
+    """`steps` iterations of the GRPO loop with the synthetic reward 1[first response token == token]:
+    sample, grade, group advantages (times `sign`), old logprobs, train_step, sync into the engine.
+    Returns how many samples earned the reward."""
+    rewarded = 0
+    for step in range(steps):
+        completions = engine.generate(prompts, dataclasses.replace(LEARNING_SAMPLING, seed=step))
+        rewards = torch.tensor([float(c.response_ids[0] == token) for c in completions])
+        rewarded += int(rewards.sum())
+        batch = to_batch(completions, rewards)
+        batch = dataclasses.replace(batch, advantages=sign * batch.advantages)
+        learner.train_step(dataclasses.replace(batch, old_logprobs=learner.compute_logprobs(batch)))
+        engine.update_weights([pair for bucket in learner.state_dict_for_rollout() for pair in bucket])
+    return rewarded
+
+
+def test_a_reward_on_the_first_token_makes_it_more_likely_and_its_negation_less(ray_cluster, model_path, tmp_path):
+    """The loop learns in the direction of the reward, not only from the entropy term: a synthetic
+    reward of 1 when the first response token is `token` (the first token the engine sampled), zero
+    otherwise, drives a few real GRPO iterations; log p(token | prompt) rises on every prompt. With the
+    advantages negated (the negative control) it falls on every prompt."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    questions = list(dict.fromkeys(q.question for q in generate(4 * N_PROMPTS, seed=1, split="train")))
+    prompts = [tokenizer(q)["input_ids"] for q in questions[:N_PROMPTS]]  # short, distinct: few tokens to train on
+    learner = LearnerGroup(LearnerConfig(model_path=str(model_path), lr=LEARNING_LR, num_ranks=1))
+    engine = build_engine("hf", model=str(model_path), seed=0)
+    try:
+        learner.save(tmp_path / "initial")
+        initial = [pair for bucket in learner.state_dict_for_rollout() for pair in bucket]
+        token = most_likely_first_token(model_path, prompts)
+        before = chosen_token_logprobs(learner, prompts, token)
+        changes = {}
+        for sign in (1.0, -1.0):
+            learner.load(tmp_path / "initial")
+            engine.update_weights(initial)
+            rewarded = grpo_steps(learner, engine, prompts, token, sign, LEARNING_STEPS)
+            assert rewarded >= 1  # some groups had non-zero advantages (measured: 5 and 3 rewarded samples)
+            changes[sign] = chosen_token_logprobs(learner, prompts, token) - before
+        assert (changes[1.0] > LEARNED).all()
+        assert (changes[-1.0] < -LEARNED).all()
+    finally:
+        engine.shutdown()
+        learner.shutdown()
 
 
 # ----------------------------------------------------------------------------- learner -> engine

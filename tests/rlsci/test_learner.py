@@ -361,15 +361,28 @@ def test_uneven_batches_never_hang(two_ranks):
     assert stats["tokens"] == 2 * 5 and stats["optimizer_steps"] == 2
 
 
+def token_mean_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, batch: RolloutBatch) -> float:
+    """Mean over loss tokens of k3 = exp(ref - logprob) - 1 + (logprob - ref), the learner's kl_ref."""
+    d = logprobs - ref_logprobs
+    mask = batch.loss_mask().bool()
+    return float(((-d).exp() - 1 + d)[mask].mean())
+
+
 def test_reference_model_stays_frozen(two_ranks):
-    batch = five_samples()
+    # three samples = one mini-batch: 2 epochs make 2 optimizer steps, and kl_ref is the mean of the k3
+    # of the policy before each step against the reference: between its value before the train step
+    # and after it, while the policy moves away from the reference
+    batch = make_batch([5, 7, 4], [6, 3, 8], [1.0, -1.0, 0.5], seed=5)
     assert all(info["reference_model"] for info in two_ranks.rank_info)
+    two_ranks.train_step(with_logprobs(two_ranks, batch))  # the policy differs from the reference from here on
     ref_before = two_ranks.compute_logprobs(batch, "ref")
     policy_before = two_ranks.compute_logprobs(batch)
     stats = two_ranks.train_step(with_logprobs(two_ranks, batch))
     assert torch.equal(two_ranks.compute_logprobs(batch, "ref"), ref_before)
-    assert not torch.equal(two_ranks.compute_logprobs(batch), policy_before)
-    assert stats["kl_ref"] >= 0  # k3 is non-negative
+    policy_after = two_ranks.compute_logprobs(batch)
+    assert not torch.equal(policy_after, policy_before)
+    kl_before, kl_after = token_mean_k3(policy_before, ref_before, batch), token_mean_k3(policy_after, ref_before, batch)
+    assert 0 < kl_before < stats["kl_ref"] < kl_after
 
 
 @pytest.fixture(scope="module")
