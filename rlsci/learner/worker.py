@@ -1,6 +1,6 @@
 """One learner rank: a Ray actor holding an FSDP2 shard of the policy (and of the frozen reference).
 
-Created and driven by ``LearnerGroup`` (rlsci/learner.py), which calls each method on every rank at
+Created and driven by ``LearnerGroup`` (rlsci/learner/group.py), which calls each method on every rank at
 once. Each rank receives the whole batch and derives its share itself: a mini-batch (or the batch, for
 ``compute_logprobs``) is padded with masked samples to a multiple of the world size W and cut into W
 equal parts; rank r takes part r and packs it into micro-batches of at most ``micro_batch_tokens``
@@ -20,7 +20,6 @@ import socket
 import time
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
 
 import ray
 import torch
@@ -29,10 +28,11 @@ import transformers
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from rlsci import checkpoint
 from rlsci.algos import aggregate_loss, kl_penalty, policy_loss
 from rlsci.batch import RolloutBatch
-from rlsci.learner_fsdp import (
+import rlsci.learner.checkpoint as checkpoint
+from rlsci.learner.config import LearnerConfig
+from rlsci.learner.fsdp import (
     DTYPES,
     compute_dtype,
     iter_full_state_buckets,
@@ -44,27 +44,9 @@ from rlsci.learner_fsdp import (
 )
 from rollouts.weight_transport import NcclUpdate, NcclWeightSender
 
-if TYPE_CHECKING:
-    from rlsci.learner import LearnerConfig
-
 # token-weighted statistics of a train step, summed over micro-batches and ranks
 _TOKEN_STATS = ("clip_frac_low", "clip_frac_high", "clip_frac_dual", "approx_kl", "ratio_mean", "tis_weight_mean",
                 "entropy", "kl_ref")
-
-
-def check_train_batch(cfg: LearnerConfig, batch: RolloutBatch) -> None:
-    """Raise ValueError when ``batch`` lacks logprobs that a train step with ``cfg`` needs."""
-    optimizer_steps = cfg.ppo_epochs * math.ceil(batch.size / (cfg.mini_batch_size or batch.size))
-    if batch.old_logprobs is None and optimizer_steps > 1:
-        raise ValueError(
-            f"train_step: RolloutBatch.old_logprobs is None but the step makes {optimizer_steps} optimizer steps "
-            "(ppo_epochs x mini-batches); set it with LearnerGroup.compute_logprobs(batch) first"
-        )
-    if cfg.kl_coef != 0 and batch.ref_logprobs is None:
-        raise ValueError(
-            "train_step: learner.kl_coef != 0 but RolloutBatch.ref_logprobs is None; "
-            "set it with LearnerGroup.compute_logprobs(batch, which='ref')"
-        )
 
 
 class LearnerWorker:

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlsci.batch import RolloutBatch
 from rlsci.learner import LearnerConfig, LearnerGroup
-from rlsci.learner_fsdp import compute_dtype, lr_factor, resolve_attn_implementation, token_logprobs
+from rlsci.learner.fsdp import compute_dtype, lr_factor, resolve_attn_implementation, token_logprobs
 from rlsci.models import init_tiny_model
 
 # 1 vs 2 ranks: fp32 gradients summed in another order (per-rank partial sums, then a reduce-scatter;
@@ -182,7 +182,7 @@ def test_token_logprobs_of_bf16_logits_divide_by_the_temperature_in_float32(mode
 # so resident memory follows the live tensors instead of a heap that keeps freed blocks.
 LOGPROB_MEMORY_PROBE = """
 import os, resource, torch
-from rlsci.learner_fsdp import shifted_logprobs
+from rlsci.learner.fsdp import shifted_logprobs
 torch.set_num_threads(1)
 gen = torch.Generator().manual_seed(0)
 logits = torch.randn(8, 4096, 1024, generator=gen)  # (B, L, V) float32: 128 MiB

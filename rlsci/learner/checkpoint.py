@@ -30,7 +30,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-from rlsci.learner_fsdp import iter_full_state_buckets
+from rlsci.learner.fsdp import iter_full_state_buckets
 
 CHECKPOINT_FORMAT = 1
 

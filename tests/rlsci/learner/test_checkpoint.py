@@ -1,4 +1,4 @@
-"""rlsci/checkpoint.py in this process: a one-rank gloo group and an FSDP2-sharded linear layer.
+"""rlsci/learner/checkpoint.py in this process: a one-rank gloo group and an FSDP2-sharded linear layer.
 
 (The learner tests cover checkpoints across 1 and 2 ranks on Ray; these check what they cannot see:
 the optimizer of a checkpoint written before the first step, and the RNG state.)
@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
-from rlsci.checkpoint import load_checkpoint, save_checkpoint
-from rlsci.learner_fsdp import lr_factor
+from rlsci.learner.checkpoint import load_checkpoint, save_checkpoint
+from rlsci.learner.fsdp import lr_factor
 
 CPU = torch.device("cpu")
 
@@ -97,7 +97,7 @@ def test_load_restores_weights_optimizer_scheduler_and_rng(one_rank_group, tmp_p
 )
 def test_resume_continues_the_learning_rate_schedule(one_rank_group, tmp_path, schedule, steps_before_save,
                                                       lrs_after_resume):
-    factor = partial(lr_factor, **schedule)  # the learner's schedule (rlsci/learner_fsdp.py)
+    factor = partial(lr_factor, **schedule)  # the learner's schedule (rlsci/learner/fsdp.py)
     parts = build(schedule=factor)
     for _ in range(steps_before_save):
         train_step(*parts)
