@@ -28,9 +28,9 @@ import transformers
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
+import rlsci.learner.checkpoint as checkpoint
 from rlsci.algos import aggregate_loss, kl_penalty, policy_loss
 from rlsci.batch import RolloutBatch
-import rlsci.learner.checkpoint as checkpoint
 from rlsci.learner.config import LearnerConfig
 from rlsci.learner.fsdp import (
     DTYPES,
