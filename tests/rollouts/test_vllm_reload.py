@@ -18,7 +18,9 @@ LOGPROB_ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def engine(tiny_models, engine_kwargs):
-    built = VLLMEngine(tiny_models[0], seed=0, **engine_kwargs["vllm"])
+    # in process on any device: the config-context test runs a function in the worker and reads back
+    # what it recorded, which needs the worker in this process
+    built = VLLMEngine(tiny_models[0], seed=0, in_process=True, **engine_kwargs["vllm"])
     yield built
     built.shutdown()
 
@@ -52,7 +54,7 @@ def test_reload_runs_inside_the_workers_vllm_config_context(engine, hf_models):
 
     seen = []
 
-    def record_context(worker):  # runs in the worker: in this process, the engine core runs in process on CPU
+    def record_context(worker):  # runs in the worker, in this process (the engine is built in process)
         runner = worker.model_runner
         reload = runner.reload_weights
 
