@@ -97,6 +97,10 @@ class Learner:
     def send(self) -> None:
         self.sender.send(self.named)
 
+    def send_zeros(self, numel: int) -> None:
+        """Broadcast one tensor of `numel` float32 zeros (far more than NCCL buffers without a receiver)."""
+        self.sender.send([("zeros", torch.zeros(numel, device="cuda"))])
+
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL weight sync needs 2 GPUs (learner, engine)")
 def test_nccl_broadcast_update_from_a_learner_actor(tiny_models, prompts, reference, ray_cluster):
@@ -134,7 +138,7 @@ def test_nccl_update_refused_on_the_driver_leaves_the_learner_free(tiny_models, 
             ray.get(pool.submit_update_weights(wrong) + [learner.send.remote()])
         assert ray.get(learner.describe.remote(), timeout=30) == update  # not stuck in a send
         with pytest.raises(ray.exceptions.RayTaskError, match="TimeoutError"):
-            ray.get(learner.send.remote(), timeout=120)  # nobody receives: aborted after 20 s
+            ray.get(learner.send_zeros.remote(2**26), timeout=120)  # 256 MiB nobody receives: aborted after 20 s
     finally:
         pool.shutdown()
         ray.kill(learner)
