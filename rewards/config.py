@@ -4,7 +4,11 @@ validates it (unknown keys, types) like every other section."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+MAX_WORKERS = 256  # reward.server.workers: each is a process importing the reward functions
+MAX_TIMEOUT_S = 86_400.0  # one day; threading waits overflow past ~9e9 s, and no grade takes a day
 
 
 @dataclass
@@ -22,6 +26,20 @@ class RewardServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     workers: int = 2  # worker processes running user reward functions
 
+    def range_errors(self) -> list[str]:
+        """Each numeric setting outside its range, as a message naming the key (called by
+        RewardConfig.validate, which the server and the config loader run)."""
+        errors = []
+        if not 1 <= self.port <= 65535:
+            errors.append(f"reward.server.port must be in 1..65535, got {self.port}")
+        if self.max_batch < 1:
+            errors.append(f"reward.server.max_batch must be >= 1, got {self.max_batch}")
+        if self.max_body_bytes < 1:
+            errors.append(f"reward.server.max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            errors.append(f"reward.server.workers must be in 1..{MAX_WORKERS}, got {self.workers}")
+        return errors
+
 
 @dataclass
 class RewardConfig:
@@ -38,16 +56,22 @@ class RewardConfig:
     server: RewardServerConfig = field(default_factory=RewardServerConfig)
 
     def validate(self) -> list[str]:
-        """Cross-field checks; returns messages naming the keys at fault."""
+        """Cross-field and range checks; returns messages naming the keys at fault."""
         errors = []
         if self.fn is not None and self.terms:
             errors.append("reward.fn and reward.terms are both set: give one function or a weighted list")
-        if self.timeout_s <= 0:
-            errors.append(f"reward.timeout_s must be > 0, got {self.timeout_s}")
-        if self.server.max_batch < 1:
-            errors.append(f"reward.server.max_batch must be >= 1, got {self.server.max_batch}")
-        if self.server.workers < 1:
-            errors.append(f"reward.server.workers must be >= 1, got {self.server.workers}")
+        values = dict(
+            correct=self.correct, wrong=self.wrong, no_answer=self.no_answer, format_bonus=self.format_bonus
+        )
+        values.update({f"terms[{i}].weight": t.weight for i, t in enumerate(self.terms)})
+        for key, value in values.items():  # a NaN score poisons every advantage of its group
+            if not math.isfinite(value):
+                errors.append(f"reward.{key} must be a finite number, got {value}")
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:  # also false for NaN
+            errors.append(f"reward.timeout_s must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {self.timeout_s}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            errors.append(f"reward.url must start with http:// or https://, got {self.url!r}")
+        errors.extend(self.server.range_errors())
         return errors
 
     def resolved_terms(self) -> list[RewardTerm]:

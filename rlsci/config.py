@@ -317,6 +317,16 @@ def _read_with_defaults(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, 
         tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError:  # its offset counts from a read buffer: decode the whole file
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(
+                f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8"
+            ) from None
+        raise
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(tree).__name__}")
     bases = tree.pop("defaults", [])

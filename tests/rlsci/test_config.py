@@ -153,3 +153,18 @@ def test_every_shipped_run_config_validates():
     assert files, "configs/ holds no run config"
     for path in files:
         load_config(path)
+
+
+def test_a_yaml_file_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
+    # the bad byte lies past the parser's first read buffer, so the offset is the file's own
+    f = tmp_path / "latin1.yaml"
+    head = b"run:\n  name: x\n# " + b"y" * 100_000 + b"\n"
+    f.write_bytes(head + b'reward: {fn: "caf\xe9"}\n')  # "café" in Latin-1
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    byte = len(head) + len(b'reward: {fn: "caf')
+    assert str(info.value) == (
+        f"{f}:4: not UTF-8 text (invalid continuation byte at byte {byte}); re-encode the file as UTF-8"
+    )
+    assert main(["config", str(f)]) == 2
+    assert f"{f}:4: not UTF-8 text" in capsys.readouterr().err
