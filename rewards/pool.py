@@ -1,61 +1,73 @@
 """A pool of worker processes that runs reward functions with a per-item timeout.
 
-User reward functions are arbitrary code: they may raise, loop forever, or take their
-interpreter down. `RewardPool` runs them in `workers` child processes started with the
-multiprocessing "spawn" context (a fresh interpreter, so it is safe to start from a process
+User reward functions are arbitrary code: they may raise, loop forever, return odd objects, or
+take their interpreter down. `RewardPool` runs them in `workers` child processes started with
+the multiprocessing "spawn" context (a fresh interpreter, so it is safe to start from a process
 that already runs threads, e.g. a uvicorn server or a Ray actor). Each worker builds its
-functions itself at start from spec strings (`rewards.registry.load_fn`), so the functions
-never need to be picklable; only specs, Samples and RewardResults cross the pipe.
+functions itself from spec strings (`rewards.registry.load_fn`); the text of every plug-in file
+("path/file.py:fn") is read once, at start, and handed to each worker, so an edited file does not
+change what a replacement worker serves. Only plain data crosses the pipe (`rewards.pool_worker`).
 
 What one item yields:
-    the function returns          -> its RewardResult (a float is wrapped)
+    the function returns          -> its RewardResult (a float is wrapped; fields made plain data)
     the function raises           -> score 0, error "<Type>: <message>"  (registry.safe_grade)
     it runs longer than timeout_s -> score 0, error "timeout after <timeout_s>s"; the worker is
                                      killed and a fresh one started in its place
     it ends its process           -> score 0, error "worker crashed (exit code N)"; replaced
+    the pool cannot handle it     -> score 0, error naming why (a sample that does not pickle,
+                                     e.g. nested too deeply; a bug in the pool): kind "internal"
 Results come back in item order. `grade` raises only for an unknown reward name or a closed
 pool; no item outcome reaches the caller as an exception. As with any "spawn" pool, a script
 that starts one must do so under `if __name__ == "__main__":` (workers re-import the main module).
 
-How work moves: `submit` splits a call into chunks (at most `chunk_size` items, and at least
-as many chunks as workers) and queues them. One dispatcher thread hands chunks to idle
-workers, reads one result message per item, and watches the running item's deadline
-(deadline = time the item started + timeout_s; an item starts when its chunk is sent or the
-previous item's result arrives). When a worker is killed or dies, the unfinished rest of its
-chunk goes back to the front of the queue. A replacement worker that does not build its
-functions within start_timeout_s (say, an import that hangs) is killed and its slot left empty,
-like one that fails to build them; with every slot empty, items get an error at once instead of
-waiting. Several threads may call `grade` at once.
+How work moves: `submit` pickles each item (in the caller's thread) and queues the call. One
+dispatcher thread splits calls into chunks (at most `chunk_size` items, and at least as many
+chunks as workers) and hands each one that falls idle a chunk of the call served least
+recently, so every call gets its share of the pool however large the others are. It reads one result per item and
+watches the running item's deadline (the time it started + timeout_s). When a worker is killed
+or dies, the unfinished rest of its chunk goes back to the front. A call cancelled by its caller
+(`future.cancel()`, e.g. an HTTP client that hung up) loses its queued chunks, and a worker
+grading one of its chunks stops before its next item. A replacement that cannot start (an import
+that fails or hangs past start_timeout_s, no file descriptors left) is retried with backoff
+(0.5 s, doubling, at most 30 s); while no worker at all is running, items get an error at once
+instead of waiting. Workers are recycled (stopped and replaced) after `max_items_per_worker`
+items or once their resident memory passes `max_worker_rss_mb` (Linux). Any exception in the
+dispatcher costs the item at hand, never the dispatcher. Several threads may call `grade` at once.
 
     from rewards.pool import RewardPool
     with RewardPool({"mine": "my_rewards.py:score"}, workers=2, timeout_s=5.0) as pool:
         results = pool.grade("mine", [(response, sample), ...])
-        print(pool.stats())
+        print(pool.stats(), pool.health())
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import multiprocessing
 import os
+import pickle
 import queue
-import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from rewards.base import RewardResult, Sample
 from rewards.config import RewardConfig
-from rewards.registry import build_reward, load_fn, safe_grade
+from rewards.pool_worker import from_plain, worker_main
+from rewards.registry import read_sources
 
 SPAWN_HINT = (
     "Workers are spawned and re-import the main module: a script that starts a RewardPool must "
     "do so under `if __name__ == '__main__':`"
 )
+BACKOFF_S = (0.5, 30.0)  # first and longest wait before retrying a worker that failed to start
+HEARTBEAT_S = 1.0  # the dispatcher wakes at least this often (health() sees it alive)
+STALL_S = 30.0  # a dispatcher silent for longer is reported broken
 
 # A reward is named by a spec string (built with `load_fn(spec, cfg)` inside the worker) or by
 # a whole RewardConfig (its configured, possibly weighted reward: `build_reward(cfg)`).
@@ -68,64 +80,26 @@ class PoolStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class PoolStats:
-    """Counters since the pool started (for metrics). `errors` = exceptions + timeouts + crashes."""
+    """Counters since the pool started (for metrics). `errors` = every item that failed."""
 
     items: int  # items graded, whatever the outcome
     exceptions: int  # items whose function raised (or returned something that is not a reward)
     timeouts: int  # items that ran past timeout_s (their worker was killed)
-    crashes: int  # items whose worker died while grading them, or that found no worker able to start
-    restarts: int  # worker processes started to replace a killed or dead one
+    crashes: int  # items whose worker died while grading them, or that found no worker running
+    internal: int  # items the pool itself could not handle (a sample that does not pickle, ...)
+    restarts: int  # worker processes started to replace a killed, dead or failed one
+    recycles: int  # workers retired after max_items_per_worker items or above max_worker_rss_mb
     alive: int  # worker processes running now (starting, idle or busy)
 
     @property
     def errors(self) -> int:
-        return self.exceptions + self.timeouts + self.crashes
-
-
-def _build(spec: RewardSpec, cfg: RewardConfig):
-    return build_reward(spec) if isinstance(spec, RewardConfig) else load_fn(spec, cfg)
-
-
-def _worker_main(conn: Connection, rewards: dict[str, RewardSpec], cfg: RewardConfig) -> None:
-    """Body of one worker process: build every function, then grade chunks until told to stop.
-
-    Protocol (parent <- worker): ("ready", None) once, or ("load_error", message) and exit;
-    then one ("result", RewardResult) per item of each chunk, in order.
-    Protocol (parent -> worker): (name, [(response, sample), ...]) per chunk; None to stop.
-    """
-    # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    fns = {}
-    for name, spec in rewards.items():
-        try:
-            fns[name] = _build(spec, cfg)
-        except BaseException as exc:  # noqa: BLE001 -- any failure to build is reported, not raised
-            conn.send(("load_error", f"reward {name!r}: {type(exc).__name__}: {exc}"))
-            return
-    conn.send(("ready", None))
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the parent is gone
-            return
-        if message is None:
-            return
-        name, items = message
-        fn = fns[name]
-        for response, sample in items:
-            result = safe_grade(fn, response, sample)
-            try:
-                conn.send(("result", result))
-            except Exception as exc:  # noqa: BLE001 -- pickling failed before anything was written
-                note = f"info dropped: it does not pickle ({type(exc).__name__}: {exc})"
-                conn.send(("result", replace(result, info={"pool": note})))
+        return self.exceptions + self.timeouts + self.crashes + self.internal
 
 
 def _resolve(future: Future, *, result: object = None, error: BaseException | None = None) -> None:
     """Set `future`'s outcome unless it is done already. Its caller may cancel it from another
     thread at any moment (asyncio.wrap_future cancels it when an HTTP client hangs up), so a
-    `done()` check followed by set_result() could still raise InvalidStateError here and stop
-    the dispatcher thread; losing that race just means nobody waits for the outcome any more."""
+    `done()` check followed by set_result() could still raise InvalidStateError here."""
     try:
         if error is not None:
             future.set_exception(error)
@@ -135,30 +109,41 @@ def _resolve(future: Future, *, result: object = None, error: BaseException | No
         pass
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of the dispatcher's queue
 class _Job:
     name: str
-    items: list[tuple[str, Sample]]
+    blobs: list[bytes | None]  # each (response, sample) pickled; None where that failed
     results: list[RewardResult | None]
     remaining: int
     future: Future
+    seq: int  # arrival order
+    served: int = 0  # when it last got a worker (0: never): the least recently served goes next
 
 
 @dataclass
 class _Chunk:
     job: _Job
-    indices: list[int]  # item indices of job.items, in order
+    indices: list[int]  # item indices of job.blobs, in order
 
 
 @dataclass
 class _Worker:
+    """One slot of the pool and the process in it (none while waiting to retry a start)."""
+
     slot: int
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    state: str = "starting"  # starting | idle | busy | dead
+    process: multiprocessing.process.BaseProcess | None = None
+    conn: Connection | None = None
+    state: str = "waiting"  # starting | idle | busy | waiting (no process: retry at `deadline`)
     chunk: _Chunk | None = None
+    chunk_id: int = 0
     pos: int = 0  # index into chunk.indices of the item being graded
-    deadline: float = math.inf  # time.monotonic() by which the running item (or the start) must finish
+    cancel_sent: bool = False
+    graded: int = 0  # items graded by this process
+    start_failures: int = 0  # starts failed in a row (sets the backoff)
+    # monotonic time by which the item or the start must finish; for a waiting slot, when to
+    # try starting a process again
+    deadline: float = math.inf
+    retired: list = field(default_factory=list)  # recycled processes not yet reaped
 
 
 class RewardPool:
@@ -167,10 +152,12 @@ class RewardPool:
     rewards:    {name: "mcq" | "module:function" | "path/file.py:function" | RewardConfig}
     cfg:        values for the built-in graders (correct/wrong/... scores); default RewardConfig()
     workers:    number of worker processes
-    timeout_s:  limit per item, in seconds
+    timeout_s:  limit per item, in seconds (finite, > 0)
     chunk_size: most items sent to a worker at once (fewer messages; a timeout re-queues the rest)
     start_timeout_s: how long `start` waits for every worker to build its functions (and the
                      dispatcher for each replacement worker)
+    max_items_per_worker / max_worker_rss_mb: recycle a worker after that many items / above
+                     that resident memory (None: never)
     """
 
     def __init__(
@@ -182,11 +169,20 @@ class RewardPool:
         timeout_s: float = 10.0,
         chunk_size: int = 32,
         start_timeout_s: float = 120.0,
+        max_items_per_worker: int | None = None,
+        max_worker_rss_mb: float | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"RewardPool: workers must be >= 1, got {workers}")
-        if timeout_s <= 0:
-            raise ValueError(f"RewardPool: timeout_s must be > 0, got {timeout_s}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"RewardPool: workers must be an integer >= 1, got {workers!r}")
+        for name, value in (("timeout_s", timeout_s), ("start_timeout_s", start_timeout_s)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"RewardPool: {name} must be a finite number > 0, got {value!r}")
+        if chunk_size < 1:
+            raise ValueError(f"RewardPool: chunk_size must be >= 1, got {chunk_size}")
+        if max_items_per_worker is not None and max_items_per_worker < 1:
+            raise ValueError(f"RewardPool: max_items_per_worker must be >= 1, got {max_items_per_worker}")
+        if max_worker_rss_mb is not None and not max_worker_rss_mb > 0:
+            raise ValueError(f"RewardPool: max_worker_rss_mb must be > 0, got {max_worker_rss_mb}")
         if not rewards:
             raise ValueError("RewardPool: no rewards given")
         self._rewards = dict(rewards)
@@ -194,22 +190,31 @@ class RewardPool:
         self._n_workers = workers
         self.timeout_s = float(timeout_s)
         self._chunk_size = chunk_size
-        self._start_timeout_s = start_timeout_s
+        self._start_timeout_s = float(start_timeout_s)
+        self._max_items = max_items_per_worker
+        self._max_rss = max_worker_rss_mb
+        self._sources: dict[str, str] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._submitted: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._pending: collections.deque[_Chunk] = collections.deque()
+        # Calls waiting for a worker, each with its chunks; the least recently served goes next.
+        self._queue: dict[_Job, collections.deque[_Chunk]] = {}
+        self._chunk_ids = itertools.count(1)  # also orders `_Job.served`
+        self._job_ids = itertools.count(1)
         # Writing a byte wakes the dispatcher from wait(); both ends never block (a full pipe
         # already holds a pending wake-up).
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._lock = threading.Lock()  # guards the counters and _closed
-        self._counts = {"items": 0, "exceptions": 0, "timeouts": 0, "crashes": 0, "restarts": 0}
+        self._lock = threading.Lock()  # guards the counters, _closed and the wake pipe's life
+        self._counts = dict.fromkeys(
+            ("items", "exceptions", "timeouts", "crashes", "internal", "restarts", "recycles"), 0
+        )
         self._closed = False
         self._started = False
-        self._broken: str | None = None  # why no worker can be started any more
+        self._start_error: str | None = None  # why the last start of a worker failed
         self._failed: str | None = None  # why the dispatcher thread stopped (a bug), if it did
+        self._beat = time.monotonic()  # the dispatcher's last turn
         self._thread: threading.Thread | None = None
 
     @property
@@ -218,7 +223,7 @@ class RewardPool:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RewardPool:
-        """Start the workers and wait until each has built its functions.
+        """Read the plug-in files, start the workers and wait until each has built its functions.
 
         Raises PoolStartError naming the reward when a function cannot be built (bad spec,
         import error), or when a worker does not come up within start_timeout_s."""
@@ -227,9 +232,13 @@ class RewardPool:
         if self._closed:
             raise RuntimeError("RewardPool is closed; create a new one")
         self._started = True
-        self._workers = [self._spawn(slot) for slot in range(self._n_workers)]
+        specs = [s for spec in self._rewards.values() for s in _spec_strings(spec)]
+        self._sources = read_sources(specs)
+        self._workers = [_Worker(slot) for slot in range(self._n_workers)]
         deadline = time.monotonic() + self._start_timeout_s
         try:
+            for w in self._workers:
+                self._spawn(w)
             for w in self._workers:
                 if not w.conn.poll(max(0.0, deadline - time.monotonic())):
                     raise PoolStartError(f"reward worker did not start within {self._start_timeout_s:g}s")
@@ -246,18 +255,20 @@ class RewardPool:
         self._thread.start()
         return self
 
-    def close(self) -> None:
-        """Stop the dispatcher and the workers; calls still waiting get RuntimeError."""
+    def close(self, grace_s: float = 2.0) -> None:
+        """Stop the dispatcher and the workers (those still busy after `grace_s` are killed);
+        calls still waiting get RuntimeError."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self._thread is not None:
             self._wake()
-            self._thread.join()
-        self._stop_workers()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if self._thread is not None:
+            self._thread.join(timeout=STALL_S)
+        self._stop_workers(grace_s)
+        if self._thread is None or not self._thread.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def __enter__(self) -> RewardPool:
         return self.start()
@@ -268,21 +279,35 @@ class RewardPool:
     # ------------------------------------------------------------------ grading
     def submit(self, name: str, items: Sequence[tuple[str, Sample]]) -> Future:
         """Queue `items` ([(response, sample)]) for reward `name`; the Future resolves to
-        list[RewardResult] in item order. Thread-safe."""
+        list[RewardResult] in item order. Cancelling it drops the items not yet graded.
+        Thread-safe."""
         if name not in self._rewards:
             raise KeyError(f"unknown reward {name!r}; this pool has {sorted(self._rewards)}")
         future: Future = Future()
-        items = list(items)
-        if not items:
-            future.set_result([])
-            return future
+        blobs, results = [], []
+        for i, item in enumerate(items):
+            try:
+                blobs.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 -- e.g. RecursionError: only this item fails
+                why = f"{type(exc).__name__}: {exc}"
+                blobs.append(None)
+                results.append(RewardResult(score=0.0, error=f"item {i} cannot be sent to a worker: {why}"))
+        failed = sum(b is None for b in blobs)
+        job = _Job(name, blobs, results, len(blobs) - failed, future, next(self._job_ids))
         with self._lock:
             if self._failed is not None:
                 raise RuntimeError(self._failed)
             if self._closed or self._thread is None:
                 raise RuntimeError("RewardPool is not running: use `with RewardPool(...)` or call start()")
-            self._submitted.put(_Job(name, items, [None] * len(items), len(items), future))
+            self._counts["items"] += failed
+            self._counts["internal"] += failed
+            if job.remaining == 0:
+                future.set_result(results)
+                return future
+            self._submitted.put(job)
             self._wake()  # under the lock: close() cannot have closed the pipe yet
+        future.add_done_callback(self._on_done)
         return future
 
     def grade(self, name: str, items: Sequence[tuple[str, Sample]]) -> list[RewardResult]:
@@ -291,35 +316,49 @@ class RewardPool:
 
     def stats(self) -> PoolStats:
         with self._lock:
-            alive = sum(w.state != "dead" for w in self._workers)
-            return PoolStats(**self._counts, alive=alive)
+            return PoolStats(**self._counts, alive=self._live())
+
+    def health(self) -> dict[str, object]:
+        """{"status": "ok" | "degraded" | "broken", "workers", "workers_alive", "detail"}: broken
+        when the dispatcher has stopped or stalled, or no worker process is running."""
+        with self._lock:
+            closed, failed, live = self._closed, self._failed, self._live()
+        ready = sum(w.state in ("idle", "busy") for w in self._workers)
+        silent = time.monotonic() - self._beat
+        status, detail = "ok", None
+        if closed or self._thread is None:
+            status, detail = "broken", "the pool is not running"
+        elif failed is not None or not self._thread.is_alive():
+            status, detail = "broken", failed or "the dispatcher thread stopped"
+        elif silent > STALL_S:
+            status, detail = "broken", f"the dispatcher has not run for {silent:.0f}s"
+        elif live == 0:
+            status, detail = "broken", f"no worker running; retrying. Last start failure: {self._start_error}"
+        elif ready < self._n_workers:
+            status, detail = "degraded", f"{ready} of {self._n_workers} workers ready"
+        return {"status": status, "workers": self._n_workers, "workers_alive": live, "detail": detail}
+
+    def _live(self) -> int:
+        return sum(w.state in ("starting", "idle", "busy") for w in self._workers)
+
+    def _on_done(self, future: Future) -> None:
+        if future.cancelled():  # wake the dispatcher: it stops the call's chunks
+            with self._lock:
+                if not self._closed:
+                    self._wake()
 
     # ------------------------------------------------------------------ dispatcher thread
-    def _spawn(self, slot: int) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child_conn, self._rewards, self._cfg),
-            name=f"reward-worker-{slot}",
-            daemon=True,
-        )
-        process.start()
-        child_conn.close()  # only the child holds its end: its exit shows up here as EOF
-        return _Worker(
-            slot=slot, process=process, conn=parent_conn, deadline=time.monotonic() + self._start_timeout_s
-        )
-
-    def _recv_or_exit(self, w: _Worker) -> tuple[str, object]:
-        try:
-            return w.conn.recv()
-        except (EOFError, OSError):
-            w.process.join(timeout=5.0)
-            return "exit", f"worker exited (exit code {w.process.exitcode})"
-
     def _dispatch_loop(self) -> None:
         try:
-            self._dispatch_until_closed()
-        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 -- a bug here must not stop the pool
+                    self._internal_error(exc)
+        except BaseException as exc:
             with self._lock:
                 self._failed = f"reward pool dispatcher failed: {type(exc).__name__}: {exc}"
             raise
@@ -327,33 +366,52 @@ class RewardPool:
             for job in self._jobs_in_flight():
                 _resolve(job.future, error=RuntimeError(self._failed or "RewardPool closed while grading"))
 
-    def _dispatch_until_closed(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-            self._take_submitted()
-            self._assign()
-            waitables = [self._wake_r]
-            for w in self._workers:
-                if w.state != "dead":
-                    waitables += [w.conn, w.process.sentinel]
-            deadlines = [w.deadline for w in self._workers if w.state in ("busy", "starting")]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready = set(wait(waitables, timeout))
-            if self._wake_r in ready:
-                self._drain_wake()
-            for w in list(self._workers):
-                if w.state == "dead":
-                    continue
-                if w.conn in ready or w.process.sentinel in ready:
-                    self._read_worker(w)
-            now = time.monotonic()
-            for w in list(self._workers):
-                if w.state == "busy" and now >= w.deadline:
-                    self._on_timeout(w)
-                elif w.state == "starting" and now >= w.deadline:
-                    self._replace(w, f"worker did not start within {self._start_timeout_s:g}s")
+    def _turn(self) -> None:
+        self._beat = time.monotonic()
+        self._take_submitted()
+        self._send_cancels()
+        self._assign()
+        waitables = [self._wake_r]
+        for w in self._workers:
+            if w.process is not None:
+                waitables += [w.conn, w.process.sentinel]
+        deadlines = [w.deadline for w in self._workers if w.state != "idle"]
+        timeout = min([HEARTBEAT_S, *(max(0.0, d - time.monotonic()) for d in deadlines)])
+        ready = set(wait(waitables, timeout))
+        if self._wake_r in ready:
+            self._drain_wake()
+        for w in self._workers:
+            if w.process is not None and (w.conn in ready or w.process.sentinel in ready):
+                self._guarded(self._read_worker, w)
+        now = time.monotonic()
+        for w in self._workers:
+            if now < w.deadline:
+                continue
+            if w.state == "busy":
+                self._guarded(self._on_timeout, w)
+            elif w.state == "starting":
+                self._start_failed(w, f"worker did not start within {self._start_timeout_s:g}s")
+            elif w.state == "waiting":
+                self._spawn_counted(w)
+        for w in self._workers:
+            w.retired = [p for p in w.retired if p.is_alive()]
+
+    def _guarded(self, handle, w: _Worker) -> None:
+        """handle(w); an exception costs the worker's current item and the worker, nothing more."""
+        try:
+            handle(w)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(exc, w)
+
+    def _internal_error(self, exc: BaseException, w: _Worker | None = None) -> None:
+        error = f"reward pool error: {type(exc).__name__}: {exc}"
+        if w is not None and w.chunk is not None:
+            self._fail_current(w, error, "internal")
+        if w is not None:
+            self._retire(w)
+            self._spawn_counted(w)
+        else:
+            time.sleep(0.05)  # a fault outside any worker: do not spin on it
 
     def _wake(self) -> None:
         try:
@@ -373,78 +431,119 @@ class RewardPool:
             try:
                 job = self._submitted.get_nowait()
             except queue.Empty:
-                return
-            if self._broken is not None:
-                for i in range(len(job.items)):
-                    self._finish(job, i, RewardResult(score=0.0, error=self._broken), "crashes")
-                continue
-            n = len(job.items)
-            size = max(1, min(self._chunk_size, math.ceil(n / self._n_workers)))
-            for lo in range(0, n, size):
-                self._pending.append(_Chunk(job, list(range(lo, min(n, lo + size)))))
+                break
+            todo = [i for i, blob in enumerate(job.blobs) if blob is not None]
+            size = max(1, min(self._chunk_size, math.ceil(len(todo) / self._n_workers)))
+            self._queue[job] = collections.deque(
+                _Chunk(job, todo[lo : lo + size]) for lo in range(0, len(todo), size)
+            )
+        self._fail_queue_if_no_worker()
+
+    def _send_cancels(self) -> None:
+        for w in self._workers:
+            if w.state == "busy" and not w.cancel_sent and w.chunk.job.future.cancelled():
+                w.cancel_sent = True
+                try:
+                    w.conn.send(("cancel", w.chunk_id))
+                except (OSError, ValueError):  # it died: its exit is read below
+                    pass
 
     def _assign(self) -> None:
         idle = collections.deque(w for w in self._workers if w.state == "idle")
-        while idle and self._pending:
-            chunk = self._pending.popleft()
-            if chunk.job.future.cancelled():  # its caller went away (e.g. an HTTP client hung up)
+        while idle and self._queue:
+            job = min(self._queue, key=lambda j: (j.served, j.seq))
+            chunks = self._queue[job]
+            if job.future.cancelled():  # its caller went away (e.g. an HTTP client hung up)
+                del self._queue[job]
                 continue
+            chunk = chunks.popleft()
+            if not chunks:
+                del self._queue[job]
             w = idle.popleft()
+            w.chunk_id = job.served = next(self._chunk_ids)
             try:
-                w.conn.send((chunk.job.name, [chunk.job.items[i] for i in chunk.indices]))
+                w.conn.send(("grade", w.chunk_id, job.name, [job.blobs[i] for i in chunk.indices]))
             except (OSError, ValueError):  # the worker died since its last message
-                self._pending.appendleft(chunk)
-                self._replace(w, None)
+                self._requeue(chunk)
+                self._retire(w)
+                self._spawn_counted(w)
                 continue
-            w.state, w.chunk, w.pos = "busy", chunk, 0
+            w.state, w.chunk, w.pos, w.cancel_sent = "busy", chunk, 0, False
             w.deadline = time.monotonic() + self.timeout_s
+
+    def _requeue(self, chunk: _Chunk) -> None:
+        """Put `chunk` first in its call's line."""
+        self._queue.setdefault(chunk.job, collections.deque()).appendleft(chunk)
 
     def _read_worker(self, w: _Worker) -> None:
         """Read every message the worker has sent; handle its exit once its pipe is drained."""
-        while True:
+        while w.process is not None:
             try:
                 if not w.conn.poll():
                     if w.process.is_alive():
                         return
                     raise EOFError
-                kind, payload = w.conn.recv()
+                data = w.conn.recv_bytes()
             except (EOFError, OSError):
                 w.process.join(timeout=5.0)
                 self._on_exit(w, w.process.exitcode)
                 return
-            if kind == "ready":
-                w.state, w.deadline = "idle", math.inf
-            elif kind == "load_error":
-                self._on_exit(w, None, load_error=payload)
-                return
+            try:
+                kind, payload = pickle.loads(data)
+            except Exception as exc:  # noqa: BLE001 -- costs the item at hand, not the pool
+                raise RuntimeError(f"unreadable message from a worker: {type(exc).__name__}: {exc}") from exc
+            if kind == "ready" and w.state == "starting":
+                w.state, w.deadline, w.start_failures = "idle", math.inf, 0
+            elif kind == "load_error" and w.state == "starting":
+                self._start_failed(w, payload)
+            elif kind == "result" and w.state == "busy":
+                result = from_plain(payload)
+                self._advance(w, result, "exceptions" if result.error else None)
+            elif kind == "cancelled" and w.state == "busy" and payload == w.chunk_id:
+                self._chunk_done(w)
             else:
-                self._on_result(w, payload)
+                raise RuntimeError(f"unexpected message {kind!r} from a worker in state {w.state!r}")
 
-    def _on_result(self, w: _Worker, result: RewardResult) -> None:
+    def _advance(self, w: _Worker, result: RewardResult, kind: str | None) -> None:
         chunk = w.chunk
-        self._finish(chunk.job, chunk.indices[w.pos], result, "exceptions" if result.error else None)
+        self._finish(chunk.job, chunk.indices[w.pos], result, kind)
         w.pos += 1
+        w.graded += 1
         if w.pos == len(chunk.indices):
-            w.state, w.chunk, w.deadline = "idle", None, math.inf
+            self._chunk_done(w)
         else:
             w.deadline = time.monotonic() + self.timeout_s
+
+    def _chunk_done(self, w: _Worker) -> None:
+        w.state, w.chunk, w.deadline = "idle", None, math.inf
+        worn = self._max_items is not None and w.graded >= self._max_items
+        if worn or (self._max_rss is not None and _rss_mb(w.process.pid) > self._max_rss):
+            try:
+                w.conn.send(None)  # it exits by itself; reaped later
+            except (OSError, ValueError):
+                pass
+            w.retired.append(w.process)
+            w.conn.close()
+            w.process, w.conn = None, None
+            with self._lock:
+                self._counts["recycles"] += 1
+            self._spawn(w)
 
     def _on_timeout(self, w: _Worker) -> None:
         w.process.kill()
         w.process.join(timeout=5.0)
-        error = f"timeout after {self.timeout_s:g}s"
-        self._fail_current(w, error, "timeouts")
-        self._replace(w, None)
+        self._fail_current(w, f"timeout after {self.timeout_s:g}s", "timeouts")
+        self._retire(w)
+        self._spawn_counted(w)
 
-    def _on_exit(self, w: _Worker, exitcode: int | None, load_error: str | None = None) -> None:
+    def _on_exit(self, w: _Worker, exitcode: int | None) -> None:
+        if w.state == "starting":
+            self._start_failed(w, f"worker exited during start (exit code {exitcode})")
+            return
         if w.state == "busy":
             self._fail_current(w, f"worker crashed (exit code {exitcode})", "crashes")
-            self._replace(w, None)
-        elif w.state == "starting":
-            # A replacement that cannot build its functions will not do better on a retry.
-            self._replace(w, load_error or f"worker exited during start (exit code {exitcode})")
-        else:  # an idle worker died (killed from outside): start another
-            self._replace(w, None)
+        self._retire(w)  # a busy worker that died, or an idle one killed from outside
+        self._spawn_counted(w)
 
     def _fail_current(self, w: _Worker, error: str, kind: str) -> None:
         """Give the running item an error result; put the rest of its chunk back in front."""
@@ -452,31 +551,68 @@ class RewardPool:
         self._finish(chunk.job, chunk.indices[w.pos], RewardResult(score=0.0, error=error), kind)
         rest = chunk.indices[w.pos + 1 :]
         if rest:
-            self._pending.appendleft(_Chunk(chunk.job, rest))
+            self._requeue(_Chunk(chunk.job, rest))
         w.chunk = None
 
-    def _replace(self, w: _Worker, start_failure: str | None) -> None:
-        """Retire worker `w`; start a fresh one in its slot unless it failed to start."""
-        w.conn.close()
-        if w.process.is_alive():
-            w.process.kill()
-        w.process.join(timeout=5.0)
-        w.state, w.deadline = "dead", math.inf
-        if start_failure is None:
-            try:
-                self._workers[w.slot] = self._spawn(w.slot)
-            except OSError as exc:  # e.g. out of processes or file descriptors
-                start_failure = f"cannot start a process: {exc}"
-            else:
-                with self._lock:
-                    self._counts["restarts"] += 1
-                return
-        if all(x.state == "dead" for x in self._workers):
-            self._broken = f"reward worker failed to start: {start_failure}"
-            while self._pending:
-                chunk = self._pending.popleft()
+    def _spawn(self, w: _Worker) -> None:
+        """Start a process in slot `w` (state "starting"); raises OSError when none can start."""
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        try:
+            process = self._ctx.Process(
+                target=worker_main,
+                args=(child_conn, self._rewards, self._cfg, self._sources),
+                name=f"reward-worker-{w.slot}",
+                daemon=True,
+            )
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # only the child holds its end: its exit shows up here as EOF
+        w.process, w.conn, w.graded = process, parent_conn, 0
+        w.state, w.deadline = "starting", time.monotonic() + self._start_timeout_s
+
+    def _spawn_counted(self, w: _Worker) -> None:
+        """Start a replacement in slot `w`; when that fails, retry later (backoff)."""
+        try:
+            self._spawn(w)
+        except OSError as exc:  # e.g. out of processes or file descriptors
+            self._start_failed(w, f"cannot start a process: {exc}")
+            return
+        with self._lock:
+            self._counts["restarts"] += 1
+
+    def _start_failed(self, w: _Worker, why: str) -> None:
+        """Slot `w` failed to start a worker: retry after a backoff; meanwhile, when no worker at
+        all is running, the queued items get an error at once instead of waiting."""
+        self._retire(w)
+        first, longest = BACKOFF_S
+        wait_s = min(longest, first * 2**w.start_failures)
+        w.start_failures += 1
+        w.deadline = time.monotonic() + wait_s
+        self._start_error = f"{why} (retrying in {wait_s:g}s)"
+        self._fail_queue_if_no_worker()
+
+    def _fail_queue_if_no_worker(self) -> None:
+        if self._live() > 0:
+            return
+        error = f"reward worker failed to start: {self._start_error}"
+        while self._queue:
+            _, chunks = self._queue.popitem()
+            for chunk in chunks:
                 for i in chunk.indices:
-                    self._finish(chunk.job, i, RewardResult(score=0.0, error=self._broken), "crashes")
+                    self._finish(chunk.job, i, RewardResult(score=0.0, error=error), "crashes")
+
+    def _retire(self, w: _Worker) -> None:
+        """End slot `w`'s process, if any; the slot waits (state "waiting") for a new one."""
+        if w.conn is not None:
+            w.conn.close()
+        if w.process is not None:
+            if w.process.is_alive():
+                w.process.kill()
+            w.process.join(timeout=5.0)
+        w.process, w.conn, w.chunk, w.state, w.deadline = None, None, None, "waiting", math.inf
 
     def _finish(self, job: _Job, index: int, result: RewardResult, kind: str | None) -> None:
         job.results[index] = result
@@ -489,25 +625,52 @@ class RewardPool:
             _resolve(job.future, result=job.results)
 
     def _jobs_in_flight(self) -> list[_Job]:
-        jobs = [c.job for c in self._pending] + [w.chunk.job for w in self._workers if w.chunk]
+        jobs = list(self._queue) + [w.chunk.job for w in self._workers if w.chunk]
         while True:
             try:
                 jobs.append(self._submitted.get_nowait())
             except queue.Empty:
                 return jobs
 
-    def _stop_workers(self) -> None:
+    def _recv_or_exit(self, w: _Worker) -> tuple[str, object]:
+        try:
+            return w.conn.recv()
+        except (EOFError, OSError):
+            w.process.join(timeout=5.0)
+            return "exit", f"worker exited (exit code {w.process.exitcode})"
+
+    def _stop_workers(self, grace_s: float) -> None:
+        """Ask every worker to exit; kill those still running after `grace_s` (busy ones)."""
+        processes = [p for w in self._workers for p in w.retired]
         for w in self._workers:
-            if w.state == "dead":
+            if w.process is None:
                 continue
             try:
                 w.conn.send(None)
             except (OSError, ValueError):
                 pass
+            processes.append(w.process)
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5.0)
         for w in self._workers:
-            w.process.join(timeout=2.0)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(timeout=5.0)
-            w.conn.close()
-            w.state = "dead"
+            if w.conn is not None:
+                w.conn.close()
+            w.process, w.conn, w.state, w.retired = None, None, "waiting", []
+
+
+def _spec_strings(spec: RewardSpec) -> list[str]:
+    return [t.fn for t in spec.resolved_terms()] if isinstance(spec, RewardConfig) else [spec]
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MiB (0 where /proc is not available)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0

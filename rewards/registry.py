@@ -129,9 +129,11 @@ def is_builtin(spec: str) -> bool:
     return spec in BUILTINS
 
 
-def load_fn(spec: str, cfg: RewardConfig) -> RewardFn:
+def load_fn(spec: str, cfg: RewardConfig, sources: Mapping[str, str] | None = None) -> RewardFn:
     """Resolve a spec (see the module docstring) into a reward function.
 
+    `sources` ({absolute file path: source text}, from `read_sources`) is executed instead of
+    reading a plug-in file that it holds, so that a process started later runs the same code.
     Raises ImportError when a module, file or entry point cannot be imported, ValueError when
     the name is unknown or the object is not a usable reward function; both name the spec.
     """
@@ -146,8 +148,9 @@ def load_fn(spec: str, cfg: RewardConfig) -> RewardFn:
         target, _, attr = spec.rpartition(":")
         if not attr or not target:
             raise ValueError(f"reward {spec!r}: expected 'module:function' or 'path/to/file.py:function'")
-        is_path = target.endswith(".py") or "/" in target or "\\" in target
-        module = _import_file(spec, target) if is_path else _import_module(spec, target)
+        module = (
+            _import_file(spec, target, sources or {}) if _is_path(target) else _import_module(spec, target)
+        )
         return _adapt(spec, _get_attr(spec, module, attr))
     points = _entry_points()
     if spec not in points:
@@ -167,9 +170,9 @@ def load_fn(spec: str, cfg: RewardConfig) -> RewardFn:
     return _adapt(spec, obj)
 
 
-def build_reward(cfg: RewardConfig) -> RewardFn:
+def build_reward(cfg: RewardConfig, sources: Mapping[str, str] | None = None) -> RewardFn:
     """The configured reward: `cfg.fn`, or the weighted sum of `cfg.terms` (module docstring).
-    Its results are always RewardResults."""
+    Its results are always RewardResults. `sources`: as for `load_fn`."""
     if cfg.fn is not None and cfg.terms:
         raise ValueError("reward.fn and reward.terms are both set: give one function or a weighted list")
     terms, seen = [], {}
@@ -179,8 +182,24 @@ def build_reward(cfg: RewardConfig) -> RewardFn:
             raise ValueError(f"reward.terms[{i}].weight must be a finite number, got {term.weight!r}")
         seen[term.fn] = seen.get(term.fn, 0) + 1
         key = term.fn if seen[term.fn] == 1 else f"{term.fn}#{seen[term.fn]}"
-        terms.append((key, weight, load_fn(term.fn, cfg)))
+        terms.append((key, weight, load_fn(term.fn, cfg, sources)))
     return WeightedReward(tuple(terms))
+
+
+def read_sources(specs: list[str]) -> dict[str, str]:
+    """{absolute path: source text} of the plug-in files named by `specs` ("file.py:fn"), read
+    now, for `load_fn(..., sources=)`. A file that cannot be read is left out (loading it then
+    fails with the usual message)."""
+    sources = {}
+    for spec in specs:
+        target = spec.strip().rpartition(":")[0]
+        if target and _is_path(target):
+            path = Path(target).expanduser().resolve()
+            try:
+                sources[str(path)] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+    return sources
 
 
 def safe_grade(fn: RewardFn, response: str, sample: Sample) -> RewardResult:
@@ -276,10 +295,16 @@ def _import_module(spec: str, name: str) -> Any:
         ) from exc
 
 
-def _import_file(spec: str, target: str) -> Any:
-    """Execute a .py file as a fresh module named after its absolute path."""
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _import_file(spec: str, target: str, sources: Mapping[str, str]) -> Any:
+    """Execute a .py file as a fresh module named after its absolute path (its text from
+    `sources` when held there, else read now)."""
     path = Path(target).expanduser().resolve()
-    if not path.is_file():
+    source = sources.get(str(path))
+    if source is None and not path.is_file():
         raise ImportError(f"reward {spec!r}: file not found: {path}")
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"rlsci_reward_{path.stem}_{digest}"
@@ -289,7 +314,10 @@ def _import_file(spec: str, target: str) -> Any:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
     try:
-        module_spec.loader.exec_module(module)
+        if source is None:
+            module_spec.loader.exec_module(module)
+        else:
+            exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 -- the plug-in, as read at start
     except Exception as exc:
         del sys.modules[module_name]
         raise ImportError(f"reward {spec!r}: executing {path} failed: {type(exc).__name__}: {exc}") from exc

@@ -204,7 +204,7 @@ class Metrics:
             self._inline_errors += inline_errors
 
     def render(self, pool: PoolStats | None) -> str:
-        p = pool or PoolStats(items=0, exceptions=0, timeouts=0, crashes=0, restarts=0, alive=0)
+        p = pool or PoolStats(items=0, exceptions=0, timeouts=0, crashes=0, internal=0, restarts=0, recycles=0, alive=0)
         with self._lock:
             lines = [
                 "# HELP rlsci_reward_requests_total HTTP requests by endpoint and status code.",

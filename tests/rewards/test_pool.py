@@ -35,6 +35,32 @@ USER_FUNCTIONS = textwrap.dedent(
         if response == "crash":
             os._exit(7)
         return float(response)
+
+    class Opaque:  # defined in the plug-in file: the parent process cannot unpickle it
+        def __repr__(self):
+            return "<Opaque 7>"
+
+    def returns_objects(response, sample):
+        from rewards.base import RewardResult
+
+        info = {"obj": Opaque(), "nested": {"n": [1, 2.5, Opaque()]}, "nan": float("nan")}
+        return RewardResult(score=1.0, pred=Opaque(), info=info)
+    """
+)
+
+BLOCKING = textwrap.dedent(
+    """
+    import pathlib, time
+
+    def blocks(response, sample):
+        # response: a path prefix; says "<prefix>.started", then waits (30 s at most) for "<prefix>.release"
+        started, release = pathlib.Path(response + ".started"), pathlib.Path(response + ".release")
+        started.touch()
+        for _ in range(600):
+            if release.exists():
+                return 1.0
+            time.sleep(0.05)
+        return -1.0
     """
 )
 
@@ -46,7 +72,8 @@ def pool(tmp_path_factory):
     path = tmp_path_factory.mktemp("user_rewards") / "user_rewards.py"
     path.write_text(USER_FUNCTIONS)
     specs = {
-        name: f"{path}:{name}" for name in ("as_number", "raises_on_bad", "hangs_on_hang", "exits_on_crash")
+        name: f"{path}:{name}"
+        for name in ("as_number", "raises_on_bad", "hangs_on_hang", "exits_on_crash", "returns_objects")
     }
     specs["configured_mcq"] = RewardConfig(fn="mcq")
     with RewardPool(specs, workers=2, timeout_s=1.0, chunk_size=4) as p:
@@ -55,6 +82,21 @@ def pool(tmp_path_factory):
 
 def items(*responses: str) -> list[tuple[str, Sample]]:
     return [(r, SAMPLE) for r in responses]
+
+
+def nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def wait_for(path, limit_s: float = 30.0) -> None:
+    """Wait (with a generous margin) until `path` exists."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), f"{path} never appeared"
 
 
 def test_results_come_back_in_item_order(pool):
@@ -181,12 +223,12 @@ def test_replacement_that_cannot_start_fails_items_instead_of_hanging(tmp_path):
         assert results[0].score == 1.0
         assert results[1].error == "worker crashed (exit code 1)"
         assert results[2].score == 0.0 and "second load refused" in results[2].error
-        later = pool.grade("once", items("4"))
+        later = pool.grade("once", items("4"))  # answered while the slot waits to retry (or fails again)
         assert (
             later[0].error.startswith("reward worker failed to start")
             and "second load refused" in later[0].error
         )
-        assert pool.stats().alive == 0
+        assert pool.health()["status"] != "ok"  # no worker ready: broken, or degraded while one starts
 
 
 def test_replacement_that_hangs_while_starting_fails_items_instead_of_hanging(tmp_path):
@@ -216,5 +258,149 @@ def test_replacement_that_hangs_while_starting_fails_items_instead_of_hanging(tm
         assert results[0].score == 1.0
         assert results[1].error == "worker crashed (exit code 1)"
         assert results[2].score == 0.0
-        assert results[2].error == "reward worker failed to start: worker did not start within 8s"
-        assert pool.stats().alive == 0
+        assert results[2].error.startswith("reward worker failed to start: worker did not start within 8s")
+
+
+# ---------------------------------------------------------------------- the dispatcher never dies
+def test_a_sample_that_does_not_pickle_costs_only_its_item(pool):
+    # pickling 5000 nested dicts raises RecursionError; it must not stop the pool
+    before = pool.stats()
+    deep = Sample(answer="B", meta=nested(5000))
+    results = pool.submit("as_number", [("1", SAMPLE), ("2", deep), ("3", SAMPLE)]).result(timeout=60)
+    assert [r.score for r in results] == [1.0, 0.0, 3.0]
+    assert results[1].error.startswith("item 1 cannot be sent to a worker: RecursionError")
+    after = pool.stats()
+    assert (after.items - before.items, after.internal - before.internal) == (3, 1)
+    assert pool.submit("as_number", items("4")).result(timeout=60)[0].score == 4.0
+    assert pool.health()["status"] == "ok"
+
+
+def test_a_result_holding_plugin_objects_comes_back_as_plain_data(pool):
+    # the parent cannot unpickle an instance of a class of the plug-in file: the worker sends reprs
+    results = pool.submit("returns_objects", items("x", "y")).result(timeout=60)
+    assert [(r.score, r.pred, r.error) for r in results] == [(1.0, "<Opaque 7>", None)] * 2
+    assert results[0].info == {"obj": "<Opaque 7>", "nested": {"n": [1, 2.5, "<Opaque 7>"]}, "nan": "nan"}
+    assert pool.submit("as_number", items("5")).result(timeout=60)[0].score == 5.0
+    assert pool.health()["status"] == "ok"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0])
+def test_timeout_must_be_a_finite_positive_number(bad):
+    # a NaN timeout made every deadline NaN: items never timed out and the dispatcher spun
+    with pytest.raises(ValueError, match="timeout_s must be a finite number > 0"):
+        RewardPool({"mcq": "mcq"}, timeout_s=bad)
+
+
+# ---------------------------------------------------------------------- replacements and plug-in files
+def test_replacement_start_is_retried_until_the_cause_is_gone(tmp_path):
+    # while "broken" exists the module refuses to load: the replacement started after the crash
+    # fails, is retried with backoff, and grades again once the file is gone
+    broken = tmp_path / "broken"
+    path = tmp_path / "flaky.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            import os, pathlib
+            if pathlib.Path({str(broken)!r}).exists():
+                raise RuntimeError("plug-in broken for now")
+
+            def score(response, sample):
+                if response == "crash":
+                    os._exit(1)
+                return float(response)
+            """
+        )
+    )
+    with RewardPool({"flaky": f"{path}:score"}, workers=1, timeout_s=5.0) as pool:
+        broken.touch()
+        assert pool.grade("flaky", items("crash"))[0].error == "worker crashed (exit code 1)"
+        failed = pool.grade("flaky", items("1"))[0]  # the replacement cannot load
+        assert failed.score == 0.0 and "plug-in broken for now" in failed.error
+        broken.unlink()
+        deadline = time.monotonic() + 30  # backoff 0.5, 1, 2, ... s: well within the margin
+        while pool.health()["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.grade("flaky", items("2"))[0].score == 2.0
+        assert pool.health()["status"] == "ok"
+
+
+def test_an_edited_plugin_file_does_not_change_what_is_served(tmp_path):
+    # the source is read once at start: a replacement worker runs it, not the edited file
+    path = tmp_path / "versioned.py"
+    version = "import os\ndef score(response, sample):\n    if response == 'crash':\n        os._exit(1)\n    return {v}\n"
+    path.write_text(version.format(v=1.0))
+    with RewardPool({"v": f"{path}:score"}, workers=1, timeout_s=5.0) as pool:
+        assert pool.grade("v", items("x"))[0].score == 1.0
+        path.write_text(version.format(v=2.0))
+        assert pool.grade("v", items("crash"))[0].error == "worker crashed (exit code 1)"
+        assert pool.grade("v", items("x"))[0].score == 1.0
+        assert pool.stats().restarts == 1
+
+
+# ---------------------------------------------------------------------- cancellation and fairness
+@pytest.fixture
+def blocking_spec(tmp_path):
+    path = tmp_path / "blocking.py"
+    path.write_text(BLOCKING)
+    return f"{path}:blocks"
+
+
+def test_a_cancelled_call_stops_before_its_next_item(tmp_path, blocking_spec):
+    # one worker holds the whole 4-item chunk; after the cancel it must not start item 1
+    prefixes = [tmp_path / f"a{i}" for i in range(4)]
+    with RewardPool({"blocks": blocking_spec, "mcq": "mcq"}, workers=1, timeout_s=60.0) as pool:
+        try:
+            future = pool.submit("blocks", items(*(str(p) for p in prefixes)))
+            wait_for(tmp_path / "a0.started")
+            assert future.cancel()
+            (tmp_path / "a0.release").touch()
+            # item 1 would block 30 s (never released): this answer comes first only if it never starts
+            assert pool.submit("mcq", items("Answer: B")).result(timeout=25)[0].score == 1.0
+            assert not (tmp_path / "a1.started").exists()
+        finally:
+            for p in prefixes:
+                (tmp_path / f"{p.name}.release").touch()
+
+
+def test_each_call_gets_its_share_of_the_pool(tmp_path, blocking_spec):
+    # one worker, chunks of one item: after a0, the waiting call b goes before a1
+    prefixes = [tmp_path / name for name in ("a0", "a1", "a2", "b0")]
+    with RewardPool({"blocks": blocking_spec}, workers=1, timeout_s=60.0, chunk_size=1) as pool:
+        try:
+            first = pool.submit("blocks", items(*(str(p) for p in prefixes[:3])))
+            wait_for(tmp_path / "a0.started")
+            second = pool.submit("blocks", items(str(prefixes[3])))
+            (tmp_path / "a0.release").touch()
+            wait_for(tmp_path / "b0.started", limit_s=25)  # first-come-first-served would start a1
+            assert not (tmp_path / "a1.started").exists()
+        finally:
+            for p in prefixes:
+                (tmp_path / f"{p.name}.release").touch()
+        assert [r.score for r in first.result(timeout=60)] == [1.0, 1.0, 1.0]
+        assert [r.score for r in second.result(timeout=60)] == [1.0]
+
+
+# ---------------------------------------------------------------------- recycling and shutdown
+PID_FUNCTION = "import os\ndef pid(response, sample):\n    return float(os.getpid())\n"
+
+
+def test_workers_are_recycled_after_max_items(tmp_path):
+    path = tmp_path / "pid.py"
+    path.write_text(PID_FUNCTION)
+    with RewardPool(
+        {"pid": f"{path}:pid"}, workers=1, timeout_s=5.0, chunk_size=2, max_items_per_worker=4
+    ) as pool:
+        pids = [r.score for r in pool.grade("pid", items(*"12345678"))]  # 4 chunks of 2
+        assert len(set(pids[:4])) == 1 and len(set(pids[4:])) == 1 and pids[0] != pids[4]
+        assert pool.stats().recycles >= 1 and pool.stats().restarts == 0
+
+
+def test_workers_are_recycled_above_the_memory_ceiling(tmp_path):
+    path = tmp_path / "pid.py"
+    path.write_text(PID_FUNCTION)
+    # any Python process holds more than 1 MiB: every worker is replaced after each chunk
+    with RewardPool(
+        {"pid": f"{path}:pid"}, workers=1, timeout_s=5.0, chunk_size=1, max_worker_rss_mb=1
+    ) as pool:
+        pids = [r.score for r in pool.grade("pid", items("1", "2", "3"))]
+        assert len(set(pids)) == 3
