@@ -14,12 +14,14 @@ connection error, a timeout or a 5xx is retried `retries` times, waiting
 backoff_s * 2**attempt between attempts (0.5 s, 1 s, 2 s with the defaults); after the last
 attempt `RewardServerError` says what failed. A 4xx (bad request, unknown reward, bad token)
 is not retried: it raises at once with the server's message. A failed call never turns into
-zero rewards.
+zero rewards, and an answer whose results are malformed (a NaN or text score, a missing field)
+raises RewardServerError at once. A url without http:// or https:// is refused by the constructor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -39,6 +41,32 @@ class RewardServerError(RuntimeError):
 
 def _item_json(response: str, sample: Sample) -> dict[str, Any]:
     return {"response": response, "sample": {name: getattr(sample, name) for name in SAMPLE_FIELDS}}
+
+
+_RESULT_TYPES = {  # field -> (accepted types, as the error message says them)
+    "correct": ((bool, type(None)), "a bool or null"),
+    "pred": ((str, type(None)), "a string or null"),
+    "extracted_by": ((str, type(None)), "a string or null"),
+    "format_ok": ((bool,), "a bool"),
+    "error": ((str, type(None)), "a string or null"),
+}
+
+
+def _result(row: Any) -> RewardResult:
+    """One answered result, checked field by field: a NaN or text score from a broken or
+    foreign server is a protocol error, never a reward (ValueError naming the field)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a result must be an object, got {type(row).__name__}")
+    missing = [name for name in RESULT_FIELDS if name not in row]
+    if missing:
+        raise ValueError(f"a result lacks {', '.join(missing)}")
+    score = row["score"]
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise ValueError(f"score must be a finite number, got {score!r}")
+    for name, (kinds, expected) in _RESULT_TYPES.items():
+        if not isinstance(row[name], kinds):
+            raise ValueError(f"{name} must be {expected}, got {row[name]!r}")
+    return RewardResult(**{name: row[name] for name in RESULT_FIELDS} | {"score": float(score)})
 
 
 def _detail(response: httpx.Response) -> str:
@@ -75,6 +103,8 @@ class AsyncRewardClient:
                 f"AsyncRewardClient: need max_batch >= 1, concurrency >= 1, retries >= 0; "
                 f"got {max_batch}, {concurrency}, {retries}"
             )
+        if not url.startswith(("http://", "https://")):  # else every attempt fails the same way
+            raise ValueError(f"AsyncRewardClient: the url must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.max_batch = max_batch
         self.concurrency = concurrency
@@ -90,14 +120,13 @@ class AsyncRewardClient:
 
     async def grade(self, reward: str, items: Sequence[tuple[str, Sample]]) -> list[RewardResult]:
         """Grade [(response, sample)] with the server's reward `reward`; results in item order."""
-        chunks = [items[lo : lo + self.max_batch] for lo in range(0, len(items), self.max_batch)]
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(chunk: Sequence[tuple[str, Sample]]) -> list[RewardResult]:
+        async def one(lo: int) -> list[RewardResult]:
             async with gate:
-                return await self._grade_chunk(reward, chunk)
+                return await self._grade_chunk(reward, items[lo : lo + self.max_batch], lo)
 
-        tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+        tasks = [asyncio.ensure_future(one(lo)) for lo in range(0, len(items), self.max_batch)]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -108,17 +137,33 @@ class AsyncRewardClient:
             raise
         return [result for part in parts for result in part]
 
-    async def _grade_chunk(self, reward: str, chunk: Sequence[tuple[str, Sample]]) -> list[RewardResult]:
+    async def _grade_chunk(
+        self, reward: str, chunk: Sequence[tuple[str, Sample]], first: int
+    ) -> list[RewardResult]:
+        """Grade items[first : first + len(chunk)] in one request (with retries)."""
         payload = {"reward": reward, "items": [_item_json(r, s) for r, s in chunk]}
         response = await self._request("POST", "/v1/grade", json=payload)
         try:
             rows = response.json()["results"]
-            results = [RewardResult(**{name: row[name] for name in RESULT_FIELDS}) for row in rows]
         except (ValueError, KeyError, TypeError) as exc:
             raise RewardServerError(
                 f"{self.url}/v1/grade answered something that is not a list of results: {exc!r}",
                 response.status_code,
             ) from exc
+        if not isinstance(rows, list):
+            raise RewardServerError(
+                f"{self.url}/v1/grade answered something that is not a list of results: {type(rows).__name__}",
+                response.status_code,
+            )
+        results = []
+        for i, row in enumerate(rows):
+            try:
+                results.append(_result(row))
+            except ValueError as exc:
+                raise RewardServerError(
+                    f"{self.url}/v1/grade answered an invalid result for item {first + i}: {exc}",
+                    response.status_code,
+                ) from None
         if len(results) != len(chunk):
             raise RewardServerError(
                 f"{self.url}/v1/grade answered {len(results)} results for {len(chunk)} items",
