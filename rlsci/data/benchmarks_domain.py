@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewards.base import Sample
+from rlsci.data.json_text import parse_record
 from rlsci.data.loaders import (
     Record,
     RowError,
@@ -109,7 +110,7 @@ def _target_scores(value: Any, field: str) -> list[tuple[str, float]]:
     file order; a repeated option text is an error (a JSON object would silently keep one)."""
     if isinstance(value, str):
         try:
-            pairs = json.loads(value, object_pairs_hook=list)
+            pairs = parse_record(value, object_pairs_hook=list)
         except json.JSONDecodeError as exc:
             raise RowError(field, "bad_value", f"not JSON: {exc.msg}") from exc
     elif isinstance(value, Mapping):

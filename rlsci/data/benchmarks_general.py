@@ -7,8 +7,6 @@ the shared checks of rlsci.data.loaders run afterwards. Registered in rlsci.data
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from rlsci.data.loaders import (
     is_missing,
     normalize_options,
     optional_text,
+    parse_csv,
     read_source,
     read_text,
     require_object,
@@ -140,7 +139,7 @@ def read_mmlu(path: Path) -> list[Record]:
     if path.suffix.lower() != ".csv":
         return read_source(path)
     subject = _MMLU_SPLIT_SUFFIX.sub("", path.stem)
-    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
+    rows = parse_csv(read_text(path), header=False)
     records = []
     for i, cells in enumerate(rows):
         value: Any = cells

@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rewards.base import SAMPLE_FIELDS, Sample
+from rlsci.data.json_text import MAX_DEPTH, parse_json, parse_record, too_deep
 from rlsci.data.options import LETTERS, content_id
 
 OnBadRow = Literal["error", "skip"]
 ON_BAD_ROW = ("error", "skip")
 
 REASONS = {  # why a row is refused
-    "invalid_json": "a line of a jsonl file is not JSON",
+    "invalid_json": "a record is not JSON, or nests objects and lists more than 100 levels deep",
     "not_an_object": "the record is not a JSON object",
     "missing_field": "a field the format needs is absent or empty",
     "bad_value": "a field holds a value the format does not allow",
@@ -393,7 +394,7 @@ def normalize_options(raw: Any, field: str = "options") -> dict[str, str]:
     Texts are stripped."""
     if isinstance(raw, str) and raw.lstrip()[:1] in ("{", "["):
         try:
-            raw = json.loads(raw)
+            raw = parse_record(raw)
         except json.JSONDecodeError as exc:
             raise RowError(field, "options_type", f"text that is not JSON ({exc.msg}): {show(raw)}") from exc
     if isinstance(raw, Mapping):
@@ -439,7 +440,7 @@ def sample_row(rec: Record) -> Sample:
     meta = row.get("meta") or {}
     if isinstance(meta, str):  # the parquet export stores meta as JSON text
         try:
-            meta = json.loads(meta)
+            meta = parse_record(meta)
         except json.JSONDecodeError as exc:
             raise RowError("meta", "bad_value", f"not JSON: {exc.msg}") from exc
     if not isinstance(meta, Mapping):
@@ -509,10 +510,10 @@ def read_records(path: Path) -> list[Record]:
         return [Record(name, i + 1, r) for i, r in enumerate(rows)]
     text = read_text(path)
     if suffix == ".csv":
-        return [Record(name, i + 1, r) for i, r in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
+        return [Record(name, i + 1, r) for i, r in enumerate(parse_csv(text, header=True))]
     if suffix == ".json":
         try:
-            return _json_records(name, json.loads(text))
+            return _json_records(name, parse_json(text))
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":  # "Extra data" after the first value: JSON lines
                 raise DataError(f"{path}: not valid JSON: {exc}") from exc
@@ -520,10 +521,11 @@ def read_records(path: Path) -> list[Record]:
 
 
 def read_text(path: Path) -> str:
-    """The file as UTF-8 text; DataError naming the file, line and byte where it is not UTF-8."""
+    """The file as UTF-8 text, without a leading byte-order mark; DataError naming the file, line
+    and byte where it is not UTF-8."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
@@ -531,12 +533,24 @@ def read_text(path: Path) -> str:
         ) from exc
 
 
+def parse_csv(text: str, *, header: bool) -> list:
+    """The rows of CSV text: dicts keyed by the header row, or lists of cells. The csv module
+    refuses a cell over 128 KiB (the one error its default dialect raises): the limit is raised
+    to the text's length, which no cell can exceed (process-wide, and only ever raised)."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    stream = io.StringIO(text, newline="")
+    return list(csv.DictReader(stream) if header else csv.reader(stream))
+
+
 def _json_records(name: str, data: Any) -> list[Record]:
     if isinstance(data, list):
-        return [Record(name, i + 1, r) for i, r in enumerate(data)]
-    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
-        return [Record(name, i + 1, v, key=str(k)) for i, (k, v) in enumerate(data.items())]
-    return [Record(name, 1, data)]
+        pairs = [(None, r) for r in data]
+    elif isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        pairs = [(str(k), v) for k, v in data.items()]
+    else:
+        pairs = [(None, data)]
+    deep = RowError("<record>", "invalid_json", f"nested deeper than {MAX_DEPTH} levels")
+    return [Record(name, i + 1, deep if too_deep(v) else v, key=k) for i, (k, v) in enumerate(pairs)]
 
 
 def _jsonl_records(name: str, text: str) -> list[Record]:
@@ -547,7 +561,7 @@ def _jsonl_records(name: str, text: str) -> list[Record]:
         if not line.strip():
             continue
         try:
-            value: Any = json.loads(line)
+            value: Any = parse_record(line)
         except json.JSONDecodeError as exc:
             value = RowError("<line>", "invalid_json", f"not JSON: {exc.msg} at column {exc.colno}")
         out.append(Record(name, lineno, value))

@@ -87,7 +87,7 @@ def format_summary(summary: DatasetSummary, report: LoadReport | None = None) ->
     lines += _table("by domain", summary.by_domain, n)
     if any(not key.endswith(" / ") for key in summary.by_subdomain):
         lines += _table("by domain / subdomain", summary.by_subdomain, n)
-    if set(summary.by_tier) != {NO_TIER}:
+    if summary.by_tier and set(summary.by_tier) != {NO_TIER}:  # no tier table for 0 samples
         lines += _table("by voting tier", summary.by_tier, n)
         tiers = list(summary.by_tier)
         width = max(len(d) for d in summary.tier_by_domain)
