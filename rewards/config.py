@@ -25,6 +25,12 @@ class RewardServerConfig:
     max_batch: int = 4096  # items per request
     max_body_bytes: int = 64 * 1024 * 1024
     workers: int = 2  # worker processes running user reward functions
+    max_concurrent_requests: int = 8  # /v1/grade requests read and graded at once; more wait unread
+    max_graded_chars: int = 32768  # built-ins grade the last this many characters of a response
+    header_timeout_s: float = 10.0  # a connection whose request headers take longer is closed
+    shutdown_timeout_s: float = 10.0  # on SIGTERM, requests still running after this are cancelled
+    worker_max_items: int | None = 100_000  # recycle a worker process after this many items
+    worker_max_rss_mb: float | None = 4096.0  # ... or once its resident memory passes this (Linux)
 
     def range_errors(self) -> list[str]:
         """Each numeric setting outside its range, as a message naming the key (called by
@@ -38,6 +44,14 @@ class RewardServerConfig:
             errors.append(f"reward.server.max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if not 1 <= self.workers <= MAX_WORKERS:
             errors.append(f"reward.server.workers must be in 1..{MAX_WORKERS}, got {self.workers}")
+        for key in ("max_concurrent_requests", "max_graded_chars", "worker_max_items"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                errors.append(f"reward.server.{key} must be >= 1, got {value}")
+        for key in ("header_timeout_s", "shutdown_timeout_s", "worker_max_rss_mb"):
+            value = getattr(self, key)
+            if value is not None and not 0 < value <= MAX_TIMEOUT_S:  # also false for NaN
+                errors.append(f"reward.server.{key} must be in (0, {MAX_TIMEOUT_S:g}], got {value}")
         return errors
 
 

@@ -9,21 +9,32 @@ What it serves is fixed at start (a request can only name one of these, never an
     "default"       the configured reward (`reward.fn`, or the weighted sum `reward.terms`)
     "<spec>"        each user function of the configured reward, under its spec string
     extra names     given to `create_app(cfg, rewards={name: spec})` / `--reward NAME=SPEC`
-Built-ins are pure and fast (~20 µs/item) and are graded in the server process. Anything that
-runs user code is graded by a `RewardPool` of `reward.server.workers` processes with a
-per-item timeout of `reward.timeout_s`: a function that raises or hangs gives that item
-`score=0` and an `error`, and never takes the server down.
+Built-ins are pure and fast (~20 µs/item) and are graded in the server process, in worker
+threads, on the last `reward.server.max_graded_chars` characters of each response (the rules
+only need the end). Anything that runs user code is graded by a `RewardPool` of
+`reward.server.workers` processes with a per-item timeout of `reward.timeout_s`: a function that
+raises, hangs, crashes or returns odd objects gives that item `score=0` and an `error`, and never
+takes the server down. A client that hangs up cancels its items still queued.
+
+Limits: at most `reward.server.max_concurrent_requests` /v1/grade requests are read and graded at
+once (the others wait, their bodies unread); a connection whose request headers take longer than
+`reward.server.header_timeout_s` is closed; on SIGTERM, requests still running after
+`reward.server.shutdown_timeout_s` are cancelled.
 
 Endpoints (JSON in and out; errors are {"detail": message naming the field}):
     POST /v1/grade    {"reward": "mcq", "items": [{"response": str, "sample": {Sample fields}}]}
                       -> {"results": [{score, correct, pred, extracted_by, format_ok, error}]}
                       in item order. 400 malformed JSON, 404 unknown reward (lists the names),
                       413 body > reward.server.max_body_bytes or items > reward.server.max_batch,
-                      422 a missing or mistyped field (e.g. "items[3].response").
+                      415 a Content-Type other than application/json, 422 a missing or mistyped
+                      field (e.g. "items[3].response", "items[0].sample.answer"), 503 no reward
+                      worker running (retry later).
     GET  /v1/rewards  the served names
-    GET  /healthz     liveness (never needs the token)
-    GET  /metrics     Prometheus text: requests by endpoint and status, latency histogram,
-                      items graded by reward, item errors by kind, worker restarts
+    GET|HEAD /healthz the pool's state: status ok | degraded | broken (503), workers, workers_alive,
+                      detail (never needs the token)
+    GET  /metrics     Prometheus text: requests by endpoint and status (499: the client hung up),
+                      latency histogram, items graded by reward, item errors by kind (exception,
+                      timeout, crash, internal), worker restarts and recycles
 Auth: with `reward.server.token` set, every endpoint but /healthz needs
 `Authorization: Bearer <token>`. The server binds 127.0.0.1 by default and refuses to bind any
 other address without a token.
@@ -32,14 +43,9 @@ other address without a token.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import hmac
 import ipaddress
-import json
 import sys
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,21 +56,16 @@ from starlette.concurrency import run_in_threadpool
 
 from rewards.base import RewardFn, RewardResult, Sample
 from rewards.config import RewardConfig
-from rewards.pool import PoolStats, RewardPool, RewardSpec
+from rewards.pool import RewardPool, RewardSpec
 from rewards.registry import BUILTINS, build_reward, is_builtin, list_rewards, load_fn, safe_grade
-
-ENDPOINTS = ("/v1/grade", "/v1/rewards", "/healthz", "/metrics")
-OPEN_PATHS = ("/healthz",)  # answered without the token (liveness probes)
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-class RequestError(Exception):
-    """A bad request: `status` (400, 404, 413, 422) and a message naming the field at fault."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from rewards.server_http import CLIENT_GONE, Gate, Metrics, header_timeout_protocol
+from rewards.server_request import (
+    RequestError,
+    check_content_type,
+    encode_results,
+    graded_tail,
+    parse_grade_request,
+)
 
 
 @dataclass(frozen=True)
@@ -102,213 +103,14 @@ def served_rewards(cfg: RewardConfig, rewards: Mapping[str, str] | None = None) 
     return table
 
 
-# ---------------------------------------------------------------------- request parsing
-def parse_grade_request(body: bytes, max_batch: int) -> tuple[str, list[tuple[str, Sample]]]:
-    """Parse and check a /v1/grade body -> (reward name, [(response, Sample)]).
-
-    Raises RequestError: 400 for malformed JSON, 413 for more than `max_batch` items, 422 for
-    a missing or mistyped field, named by its path (e.g. "items[3].sample.options")."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"malformed JSON body: {exc}") from None
-    except RecursionError:  # "[[[[...": a few kB of nesting exhaust the parser's stack
-        raise RequestError(400, "malformed JSON body: nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise RequestError(422, f"body: expected a JSON object, got {_json_type(payload)}")
-    reward = payload.get("reward", "default")
-    if not isinstance(reward, str):
-        raise RequestError(422, f"reward: expected a string, got {_json_type(reward)}")
-    if "items" not in payload:
-        raise RequestError(422, "items: missing (expected a list of {response, sample})")
-    items = payload["items"]
-    if not isinstance(items, list):
-        raise RequestError(422, f"items: expected a list, got {_json_type(items)}")
-    if len(items) > max_batch:
-        raise RequestError(
-            413, f"items: {len(items)} items in one request; the limit is reward.server.max_batch={max_batch}"
-        )
-    return reward, [_parse_item(item, i) for i, item in enumerate(items)]
-
-
-def _parse_item(item: Any, i: int) -> tuple[str, Sample]:
-    if not isinstance(item, dict):
-        raise RequestError(
-            422, f"items[{i}]: expected an object {{response, sample}}, got {_json_type(item)}"
-        )
-    if "response" not in item:
-        raise RequestError(422, f"items[{i}].response: missing")
-    response = item["response"]
-    if not isinstance(response, str):
-        raise RequestError(422, f"items[{i}].response: expected a string, got {_json_type(response)}")
-    if "sample" not in item:
-        raise RequestError(422, f"items[{i}].sample: missing")
-    sample = item["sample"]
-    if not isinstance(sample, dict):
-        raise RequestError(422, f"items[{i}].sample: expected an object, got {_json_type(sample)}")
-    for key in ("options", "meta"):
-        if sample.get(key) is not None and not isinstance(sample[key], dict):
-            raise RequestError(
-                422, f"items[{i}].sample.{key}: expected an object, got {_json_type(sample[key])}"
-            )
-    try:
-        return response, Sample.from_dict(sample)
-    except (TypeError, ValueError) as exc:
-        raise RequestError(422, f"items[{i}].sample: {exc}") from None
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def encode_results(results: list[RewardResult]) -> bytes:
-    rows = [
-        {
-            "score": float(r.score),
-            "correct": None if r.correct is None else bool(r.correct),
-            "pred": None if r.pred is None else str(r.pred),
-            "extracted_by": None if r.extracted_by is None else str(r.extracted_by),
-            "format_ok": bool(r.format_ok),
-            "error": None if r.error is None else str(r.error),
-        }
-        for r in results
-    ]
-    return json.dumps({"results": rows}).encode()
-
-
-# ---------------------------------------------------------------------- metrics
-class Metrics:
-    """Counters behind GET /metrics (Prometheus text format 0.0.4). Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: collections.Counter[tuple[str, int]] = collections.Counter()
-        self._latency: dict[str, list[float]] = {}  # endpoint -> bucket counts + [sum, count]
-        self._items: collections.Counter[str] = collections.Counter()
-        self._inline_errors = 0  # items graded in-process whose function raised
-
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self._requests[(endpoint, status)] += 1
-            row = self._latency.setdefault(endpoint, [0.0] * (len(LATENCY_BUCKETS) + 2))
-            for b, upper in enumerate(LATENCY_BUCKETS):
-                if seconds <= upper:
-                    row[b] += 1
-            row[-2] += seconds
-            row[-1] += 1
-
-    def observe_items(self, reward: str, n: int, inline_errors: int) -> None:
-        with self._lock:
-            self._items[reward] += n
-            self._inline_errors += inline_errors
-
-    def render(self, pool: PoolStats | None) -> str:
-        p = pool or PoolStats(items=0, exceptions=0, timeouts=0, crashes=0, internal=0, restarts=0, recycles=0, alive=0)
-        with self._lock:
-            lines = [
-                "# HELP rlsci_reward_requests_total HTTP requests by endpoint and status code.",
-                "# TYPE rlsci_reward_requests_total counter",
-            ]
-            for (endpoint, status), n in sorted(self._requests.items()):
-                lines.append(f'rlsci_reward_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}')
-            lines += [
-                "# HELP rlsci_reward_request_seconds Request latency in seconds.",
-                "# TYPE rlsci_reward_request_seconds histogram",
-            ]
-            for endpoint, row in sorted(self._latency.items()):
-                for upper, n in zip(LATENCY_BUCKETS, row, strict=False):
-                    lines.append(
-                        f'rlsci_reward_request_seconds_bucket{{endpoint="{endpoint}",le="{upper:g}"}} {n:.0f}'
-                    )
-                lines.append(
-                    f'rlsci_reward_request_seconds_bucket{{endpoint="{endpoint}",le="+Inf"}} {row[-1]:.0f}'
-                )
-                lines.append(f'rlsci_reward_request_seconds_sum{{endpoint="{endpoint}"}} {row[-2]:.6f}')
-                lines.append(f'rlsci_reward_request_seconds_count{{endpoint="{endpoint}"}} {row[-1]:.0f}')
-            lines += [
-                "# HELP rlsci_reward_items_total Items graded, by reward name.",
-                "# TYPE rlsci_reward_items_total counter",
-            ]
-            lines += [
-                f'rlsci_reward_items_total{{reward="{_escape(r)}"}} {n}'
-                for r, n in sorted(self._items.items())
-            ]
-            errors = {
-                "exception": self._inline_errors + p.exceptions,
-                "timeout": p.timeouts,
-                "crash": p.crashes,
-            }
-        lines += [
-            "# HELP rlsci_reward_item_errors_total Items whose reward function failed, by kind.",
-            "# TYPE rlsci_reward_item_errors_total counter",
-        ]
-        lines += [f'rlsci_reward_item_errors_total{{kind="{k}"}} {n}' for k, n in errors.items()]
-        lines += [
-            "# HELP rlsci_reward_worker_restarts_total Worker processes started to replace a killed or dead one.",
-            "# TYPE rlsci_reward_worker_restarts_total counter",
-            f"rlsci_reward_worker_restarts_total {p.restarts}",
-            "# HELP rlsci_reward_workers_alive Worker processes running now.",
-            "# TYPE rlsci_reward_workers_alive gauge",
-            f"rlsci_reward_workers_alive {p.alive}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _escape(label: str) -> str:
-    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class _Gate:
-    """Outermost ASGI layer: checks the bearer token and records every request's metrics."""
-
-    def __init__(self, app, *, token: str | None, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.expected = f"Bearer {token}".encode() if token else None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the client sees if the app raises before answering
-
-        async def send_and_record(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        path = scope["path"]
-        try:
-            if self.expected is None or path in OPEN_PATHS or self._authorized(scope):
-                await self.app(scope, receive, send_and_record)
-            else:
-                reply = JSONResponse(
-                    {"detail": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await reply(scope, receive, send_and_record)
-        finally:
-            endpoint = path if path in ENDPOINTS else "other"
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
-
-    def _authorized(self, scope) -> bool:
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                return hmac.compare_digest(value, self.expected)
-        return False
-
-
 # ---------------------------------------------------------------------- the app
 class _Grader:
     """Grades parsed requests: in-process for built-ins, through the pool for user code."""
 
-    def __init__(self, table: dict[str, ServedReward], max_batch: int, metrics: Metrics):
+    def __init__(self, table: dict[str, ServedReward], cfg: RewardConfig, metrics: Metrics):
         self.table = table
-        self.max_batch = max_batch
+        self.max_batch = cfg.server.max_batch
+        self.max_chars = cfg.server.max_graded_chars
         self.metrics = metrics
 
     def parse(self, body: bytes) -> tuple[ServedReward, list[tuple[str, Sample]]]:
@@ -319,7 +121,9 @@ class _Grader:
         return entry, items
 
     def grade_inline(self, entry: ServedReward, items: list[tuple[str, Sample]]) -> bytes:
-        results = [safe_grade(entry.fn, response, sample) for response, sample in items]
+        # Only the tail is graded: one regex over a 10 MB response would hold the GIL, and so
+        # every other request, for seconds.
+        results = [safe_grade(entry.fn, graded_tail(r, self.max_chars), sample) for r, sample in items]
         self.metrics.observe_items(entry.name, len(results), sum(r.error is not None for r in results))
         return encode_results(results)
 
@@ -343,12 +147,43 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client hangs up (the body has been read: the next message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _grade_pooled(request: Request, pool: RewardPool, entry: ServedReward, items) -> list | None:
+    """The pool's results, or None when the client hung up first (its queued items are dropped)."""
+    health = pool.health()
+    if health["status"] == "broken":  # 503: clients retry, rather than take zero rewards
+        raise RequestError(503, f"reward workers unavailable: {health['detail']}")
+    future = await run_in_threadpool(pool.submit, entry.name, items)  # pickles every item
+    graded = asyncio.wrap_future(future)  # cancelled with this task (shutdown): cancels `future`
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({graded, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not graded.done():
+            future.cancel()
+            graded.cancel()
+    return graded.result() if not graded.cancelled() else None
+
+
 def build_pool(cfg: RewardConfig, table: dict[str, ServedReward]) -> RewardPool | None:
     """The (unstarted) worker pool for the rewards of `table` that run user code; None if none do."""
     pooled = {name: entry.spec for name, entry in table.items() if entry.fn is None}
     if not pooled:
         return None
-    return RewardPool(pooled, cfg=cfg, workers=cfg.server.workers, timeout_s=cfg.timeout_s)
+    return RewardPool(
+        pooled,
+        cfg=cfg,
+        workers=cfg.server.workers,
+        timeout_s=cfg.timeout_s,
+        max_items_per_worker=cfg.server.worker_max_items,
+        max_worker_rss_mb=cfg.server.worker_max_rss_mb,
+    )
 
 
 def create_app(cfg: RewardConfig, rewards: dict[str, str] | None = None) -> FastAPI:
@@ -360,8 +195,11 @@ def create_app(cfg: RewardConfig, rewards: dict[str, str] | None = None) -> Fast
 
 def _make_app(cfg: RewardConfig, table: dict[str, ServedReward], pool: RewardPool | None) -> FastAPI:
     metrics = Metrics()
-    grader = _Grader(table, cfg.server.max_batch, metrics)
+    grader = _Grader(table, cfg, metrics)
     docs = {row["name"]: row["doc"] for row in list_rewards()}
+    # Requests past this many wait with their bodies unread (uvicorn stops reading a socket
+    # whose request is not consumed), so memory stays bounded by max_body_bytes x this.
+    in_flight = asyncio.Semaphore(cfg.server.max_concurrent_requests)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -374,23 +212,30 @@ def _make_app(cfg: RewardConfig, table: dict[str, ServedReward], pool: RewardPoo
                 await run_in_threadpool(pool.close)
 
     app = FastAPI(title="rlsci reward server", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(_Gate, token=cfg.server.token, metrics=metrics)
+    app.add_middleware(Gate, token=cfg.server.token, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
     @app.post("/v1/grade")
     async def grade(request: Request) -> Response:
         # CPU work runs in worker threads so that the event loop keeps reading other requests;
         # a pooled reward is awaited without holding a thread (it may wait out its timeouts).
-        body = await _read_body(request, cfg.server.max_body_bytes)
-        entry, items = await run_in_threadpool(grader.parse, body)
-        if entry.fn is not None:
-            payload = await run_in_threadpool(grader.grade_inline, entry, items)
-        else:
-            results = await asyncio.wrap_future(pool.submit(entry.name, items))
-            payload = await run_in_threadpool(grader.finish_pooled, entry, results)
+        check_content_type(request.headers.get("content-type"))
+        async with in_flight:
+            body = await _read_body(request, cfg.server.max_body_bytes)
+            entry, items = await run_in_threadpool(grader.parse, body)
+            del body
+            if entry.fn is not None:
+                payload = await run_in_threadpool(grader.grade_inline, entry, items)
+            else:
+                results = await _grade_pooled(request, pool, entry, items)
+                if results is None:
+                    request.scope["rlsci.status"] = CLIENT_GONE  # for /metrics; nobody reads it
+                    return Response(status_code=CLIENT_GONE)
+                payload = await run_in_threadpool(grader.finish_pooled, entry, results)
         return Response(payload, media_type="application/json")
 
     @app.get("/v1/rewards")
@@ -398,14 +243,12 @@ def _make_app(cfg: RewardConfig, table: dict[str, ServedReward], pool: RewardPoo
         rows = [entry.describe() | {"doc": docs.get(name, "")} for name, entry in table.items()]
         return {"rewards": rows}
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> JSONResponse:
-        stats = pool.stats() if pool is not None else None
-        broken = stats is not None and stats.alive == 0
-        body = {"status": "broken" if broken else "ok", "rewards": len(table)}
-        if stats is not None:
-            body |= {"workers_alive": stats.alive, "workers": cfg.server.workers}
-        return JSONResponse(body, status_code=503 if broken else 200)
+        body: dict[str, Any] = {"status": "ok", "rewards": len(table)}
+        if pool is not None:
+            body |= pool.health()  # status: ok | degraded | broken, workers, workers_alive, detail
+        return JSONResponse(body, status_code=503 if body["status"] == "broken" else 200)
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
@@ -426,20 +269,21 @@ def is_loopback(host: str) -> bool:
 
 
 def check_server_config(cfg: RewardConfig) -> None:
-    """Raise ValueError when the server must not start: invalid config, or a non-loopback
-    bind address without a token (anyone on the network could use the server)."""
+    """Raise ValueError when the server must not start: invalid config (ranges included: a port
+    outside 1..65535 would bind another one), or a non-loopback bind address without a token."""
     errors = cfg.validate()
     if errors:
         raise ValueError("invalid reward config: " + "; ".join(errors))
     if not is_loopback(cfg.server.host) and not cfg.server.token:
         raise ValueError(
             f"refusing to bind {cfg.server.host!r} without a token: set reward.server.token, "
-            "--token or RLSCI_REWARD_TOKEN, or bind 127.0.0.1"
+            "--token, --token-file or RLSCI_REWARD_TOKEN, or bind 127.0.0.1"
         )
 
 
 def serve(cfg: RewardConfig, rewards: dict[str, str] | None = None) -> None:
-    """Run the server in the foreground until interrupted (uvicorn, one process)."""
+    """Run the server in the foreground until interrupted (uvicorn, one process). On SIGTERM,
+    requests still running after reward.server.shutdown_timeout_s are cancelled."""
     import uvicorn
 
     check_server_config(cfg)
@@ -451,7 +295,15 @@ def serve(cfg: RewardConfig, rewards: dict[str, str] | None = None) -> None:
         app = _make_app(cfg, table, pool)
         where = f"http://{cfg.server.host}:{cfg.server.port}"
         print(f"rlsci reward server on {where} serving: {', '.join(table)}", file=sys.stderr, flush=True)
-        uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level="info", access_log=False)
+        uvicorn.run(
+            app,
+            host=cfg.server.host,
+            port=cfg.server.port,
+            log_level="info",
+            access_log=False,
+            http=header_timeout_protocol(cfg.server.header_timeout_s),
+            timeout_graceful_shutdown=cfg.server.shutdown_timeout_s,
+        )
     finally:
         if pool is not None:
             pool.close()

@@ -14,10 +14,12 @@ import httpx
 import pytest
 
 from rewards.config import RewardConfig, RewardServerConfig
-from rewards.server import RequestError, check_server_config, parse_grade_request
+from rewards.server import check_server_config
+from rewards.server_request import RequestError, parse_grade_request
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JSON_AUTH = AUTH | {"Content-Type": "application/json"}
 LETTERS = "ABCDEFGHIJ"
 
 USER_FUNCTIONS = textwrap.dedent(
@@ -46,6 +48,15 @@ USER_FUNCTIONS = textwrap.dedent(
                 return 0.75
             time.sleep(0.05)
         raise TimeoutError("never released")
+
+    class Opaque:  # defined here: the server process cannot unpickle it
+        def __repr__(self):
+            return "<Opaque>"
+
+    def returns_objects(response, sample):
+        from rewards.base import RewardResult
+
+        return RewardResult(score=0.25, pred=Opaque(), info={"obj": Opaque()})
     """
 )
 
@@ -74,7 +85,8 @@ def server(tmp_path_factory, server_processes):
             """
         )
     )
-    extra = ["--reward", f"sleepy={funcs}:sleeps", "--reward", f"crashy={funcs}:crashes"]
+    extra = ["--reward", f"sleepy={funcs}:sleeps", "--reward", f"crashy={funcs}:crashes",
+             "--reward", f"objects={funcs}:returns_objects"]  # fmt: skip
     proc, url = server_processes.serve(["--config", str(config), *extra])
     yield {"url": url, "raises": f"{funcs}:raises"}
     server_processes.stop(proc)
@@ -177,7 +189,7 @@ def test_concurrent_clients_get_their_own_answers(server):
     ],
 )
 def test_bad_bodies_name_the_problem(server, body, status, names):
-    response = httpx.post(f"{server['url']}/v1/grade", content=body, headers=AUTH)
+    response = httpx.post(f"{server['url']}/v1/grade", content=body, headers=JSON_AUTH)
     assert response.status_code == status
     assert names in response.json()["detail"]
 
@@ -209,10 +221,75 @@ def test_limits_answer_413_naming_the_setting(server):
     # without a Content-Length header (chunked upload) the limit holds while reading
     body = json.dumps({"reward": "mcq", "items": [{"response": "x" * 150_000, "sample": {}}]}).encode()
     chunked = httpx.post(
-        f"{server['url']}/v1/grade", content=iter([body[:60_000], body[60_000:]]), headers=AUTH, timeout=30
+        f"{server['url']}/v1/grade",
+        content=iter([body[:60_000], body[60_000:]]),
+        headers=JSON_AUTH,
+        timeout=30,
     )
     assert chunked.status_code == 413
     assert "more than 100000 bytes" in chunked.json()["detail"]
+
+
+def test_exactly_max_batch_items_are_graded_and_one_more_is_refused(server):
+    # max_batch = 64: the limit itself is allowed (a `>=` in the check would refuse it)
+    at_limit = grade(server["url"], "mcq", [mcq_item("C")] * 64)
+    assert at_limit.status_code == 200 and len(at_limit.json()["results"]) == 64
+    over = grade(server["url"], "mcq", [mcq_item("C")] * 65)
+    assert over.status_code == 413 and "65 items" in over.json()["detail"]
+
+
+def test_only_json_bodies_are_graded(server):
+    # a web page can POST text/plain anywhere without a preflight: such a body is never read
+    body = json.dumps({"reward": "mcq", "items": [mcq_item("C")]}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = AUTH | ({"Content-Type": content_type} if content_type else {})
+        response = httpx.post(f"{server['url']}/v1/grade", content=body, headers=headers)
+        assert response.status_code == 415, content_type
+        assert "expected application/json" in response.json()["detail"]
+    headers = AUTH | {"Content-Type": "Application/JSON; charset=utf-8"}
+    response = httpx.post(f"{server['url']}/v1/grade", content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["results"][0]["correct"] is True
+
+
+def test_mistyped_sample_values_are_422_not_coerced(server):
+    item = mcq_item("C")
+    item["sample"]["options"]["B"] = {"text": "option B"}
+    response = grade(server["url"], "mcq", [mcq_item("A"), item])
+    assert (response.status_code, response.json()["detail"]) == (
+        422,
+        "items[1].sample.options.B: expected a string, got object",
+    )
+    item = mcq_item("C")
+    item["sample"]["answer"] = ["C"]
+    response = grade(server["url"], "mcq", [item])
+    assert (response.status_code, response.json()["detail"]) == (
+        422,
+        "items[0].sample.answer: expected a string or null, got array",
+    )
+
+
+def test_a_deep_sample_and_plugin_objects_cost_one_item_not_the_pool(server):
+    # pickling ~600 nested objects raises RecursionError, and an object of a class from the plug-in
+    # file cannot be unpickled by the server: each used to stop the pool's dispatcher for good
+    url = server["url"]
+    deep = '{"k": ' * 600 + "{}" + "}" * 600
+    body = (
+        '{"reward": "sleepy", "items": [{"response": "fast", "sample": {}}, '
+        f'{{"response": "fast", "sample": {{"meta": {deep}}}}}]}}'
+    )
+    response = httpx.post(f"{url}/v1/grade", content=body, headers=JSON_AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["score"] == 0.5 and first["error"] is None
+    assert second["score"] == 0.0 and second["error"].startswith(
+        "item 1 cannot be sent to a worker: RecursionError"
+    )
+    objects = grade(url, "objects", [mcq_item("C")])
+    assert objects.status_code == 200 and objects.json()["results"][0]["score"] == 0.25
+    assert objects.json()["results"][0]["pred"] == "<Opaque>"
+    assert grade(url, "sleepy", [{"response": "fast", "sample": {}}]).json()["results"][0]["score"] == 0.5
+    health = httpx.get(f"{url}/healthz").json()
+    assert health["status"] == "ok" and health["workers_alive"] == 2
 
 
 def test_unknown_reward_and_import_paths_are_404(server):
@@ -229,6 +306,20 @@ def test_token_is_required_except_for_healthz(server):
     assert httpx.get(f"{server['url']}/metrics").status_code == 401
     assert httpx.get(f"{server['url']}/v1/rewards", headers=wrong).status_code == 401
     assert httpx.get(f"{server['url']}/healthz").status_code == 200
+
+
+def test_bearer_scheme_is_matched_in_any_case_and_head_healthz_works(server):
+    for scheme in ("bearer", "BEARER", "Bearer"):  # RFC 7235: the scheme is case-insensitive
+        headers = {"Authorization": f"{scheme} {TOKEN}"}
+        assert grade(server["url"], "mcq", [mcq_item("C")], headers=headers).status_code == 200, scheme
+    assert (
+        grade(
+            server["url"], "mcq", [mcq_item("C")], headers={"Authorization": f"Bearer {TOKEN.upper()}"}
+        ).status_code
+        == 401
+    )
+    head = httpx.head(f"{server['url']}/healthz")
+    assert head.status_code == 200 and head.content == b""
 
 
 # ---------------------------------------------------------------------- failing user functions
@@ -252,9 +343,9 @@ def test_raising_hanging_and_crashing_functions_are_counted_and_server_keeps_ans
     delta = {
         kind: metric(after, "rlsci_reward_item_errors_total", kind=kind)
         - metric(before, "rlsci_reward_item_errors_total", kind=kind)
-        for kind in ("exception", "timeout", "crash")
+        for kind in ("exception", "timeout", "crash", "internal")
     }
-    assert delta == {"exception": 3.0, "timeout": 1.0, "crash": 1.0}
+    assert delta == {"exception": 3.0, "timeout": 1.0, "crash": 1.0, "internal": 0.0}
     restarts = metric(after, "rlsci_reward_worker_restarts_total") - metric(
         before, "rlsci_reward_worker_restarts_total"
     )
@@ -359,6 +450,15 @@ def test_parse_grade_request_defaults_reward_and_builds_samples():
     assert (response, sample.answer, sample.meta) == ("r", "B", {"paper_id": "p1"})
 
 
+def test_parse_grade_request_takes_exactly_max_batch_items():
+    body = json.dumps({"items": [{"response": "r", "sample": {}}] * 2}).encode()
+    assert len(parse_grade_request(body, max_batch=2)[1]) == 2
+    with pytest.raises(RequestError, match="3 items in one request"):
+        parse_grade_request(
+            json.dumps({"items": [{"response": "r", "sample": {}}] * 3}).encode(), max_batch=2
+        )
+
+
 def test_parse_grade_request_errors():
     cases = {
         b'{"items": [{"response": "r"}]}': (422, "items[0].sample: missing"),
@@ -370,6 +470,14 @@ def test_parse_grade_request_errors():
         b'{"items": [{}, {}, {}]}': (413, "max_batch=2"),
         b"\xff\xfe": (400, "malformed JSON"),
         b"[" * 50_000 + b"]" * 50_000: (400, "nested too deeply"),  # 100 kB, within max_body_bytes
+        b'{"items": [{"response": "r", "sample": {"options": {"A": 1}}}]}': (
+            422,
+            "items[0].sample.options.A: expected a string, got number",
+        ),
+        b'{"items": [{"response": "r", "sample": {"id": 7}}]}': (
+            422,
+            "items[0].sample.id: expected a string",
+        ),
     }
     for body, (status, text) in cases.items():
         with pytest.raises(RequestError) as info:
