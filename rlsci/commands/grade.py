@@ -12,12 +12,14 @@ extracted_by, format_ok, error (existing keys of those names are overwritten). B
 skipped. A summary (n, accuracy, extractability = fraction with a pred, counts by rule, errors)
 goes to stderr, in words and as one JSON line.
 
-Bad rows (not UTF-8, invalid JSON, not an object, `response` missing or not a string, `answer`
-missing, `options` or `meta` not an object) are reported with file, line and field. By default
-nothing is graded past the first bad row, all bad rows are counted (the first 100 listed),
-nothing is written, and the exit status is 1. With --skip-bad they are written to OUT (the row,
-or {"line": raw text} when it is no JSON object) with score null and `error` set, and grading
-goes on: every input row has an output row.
+Bad rows (not UTF-8, invalid JSON, nested deeper than 100 levels, NaN or Infinity (OUT must
+be valid JSON), text holding a lone surrogate such as "\\ud800" (not writable as UTF-8), not an
+object, `response` missing or not a string, `answer` missing, `options` or `meta` not an object)
+are reported with file, line and field. By default nothing is graded past the first bad row,
+all bad rows are counted (the first 100 listed), nothing is written, and the exit status is 1.
+With --skip-bad they are written to OUT (the row, or {"line": raw text} when it is no JSON
+object or cannot be written back) with score null and `error` set, and grading goes on: every
+input row has an output row. A UTF-8 byte-order mark opening the file is ignored.
 OUT is written to a temporary file next to it and renamed at the end: never half written.
 """
 
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import uuid
 from collections import Counter
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_LISTED = 100  # bad rows listed in the summary
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the escapes \ud800..\udfff in JSON text
 
 HELP = "grade a JSONL file of model outputs offline (mcq_strict by default, or any reward)"
 
@@ -93,16 +98,29 @@ def run(args: argparse.Namespace) -> int:
 def parse_row(raw: bytes, path: Path, line_no: int) -> tuple[dict[str, Any] | None, Any, str | None]:
     """One JSONL line -> (row or None, Sample or None, error naming file, line and field)."""
     from rewards.base import Sample
+    from rlsci.data.json_text import parse_record
 
     where = f"{path}:{line_no}"
     try:
-        row = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return None, None, f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, None, f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})"
+    if line_no == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark opens the file, not the row
+    try:
+        row = parse_record(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        return None, None, f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
+    except ValueError as exc:  # NaN, Infinity, 1e999, an integer of over 4300 digits
+        return None, None, f"{where}: invalid JSON ({exc})"
     if not isinstance(row, dict):
         return None, None, f"{where}: expected a JSON object, got {type(row).__name__}"
+    if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(row)) is not None:
+        field, char = bad
+        problem = (
+            f"{where}: field {field!r} holds a lone surrogate {char!r} (not text: expected valid Unicode)"
+        )
+        return None, None, problem
     if not isinstance(row.get("response"), str):
         found = "missing" if "response" not in row else f"a {type(row['response']).__name__}"
         return row, None, f"{where}: field 'response' must be a string, found {found}"
@@ -120,14 +138,35 @@ def parse_row(raw: bytes, path: Path, line_no: int) -> tuple[dict[str, Any] | No
     return row, Sample.from_dict(fields), None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"found {name}; a JSON number must be finite: write null or a number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"found {literal}, too large for a float; write a finite number")
+    return value
+
+
+def _lone_surrogate(row: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, character) of the first field whose key or value holds a lone surrogate."""
+    for key, value in row.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return key, exc.object[exc.start]
+    return None
+
+
 def grade_lines(lines, path: Path, fn, out, skip_bad: bool) -> dict[str, Any]:
     """Grade every line of `lines` (bytes) with `fn`, writing output rows to `out`; returns the summary.
 
     Without `skip_bad`, grading and writing stop at the first bad row; the rest is only parsed,
     so that every bad row is reported. accuracy = #correct / n, extractability = #pred / n over
     the n graded rows (bad rows are counted apart, in bad_rows)."""
-    from rewards.base import RESULT_FIELDS
-    from rewards.registry import safe_grade
+    from rewards.base import RESULT_FIELDS, RewardResult
+    from rewards.registry import reward_name, safe_grade
 
     tally: Counter[str] = Counter()  # n, correct, pred, errors
     rules: Counter[str] = Counter()
@@ -147,19 +186,28 @@ def grade_lines(lines, path: Path, fn, out, skip_bad: bool) -> dict[str, Any]:
         if bad and not skip_bad:
             continue
         result = safe_grade(fn, row["response"], sample)
-        _write(out, row | {name: getattr(result, name) for name in RESULT_FIELDS})
-        tally.update(
-            n=1, correct=result.correct is True, pred=result.pred is not None, errors=result.error is not None
-        )
+        try:
+            _write(out, row | {name: getattr(result, name) for name in RESULT_FIELDS})
+        except ValueError as exc:  # a result field that is NaN, or text that is not UTF-8
+            problem = f"{type(exc).__name__}: result not writable as JSON: {exc} (reward {reward_name(fn)})"
+            result = RewardResult(score=0.0, correct=None, error=problem)
+            _write(out, row | {name: getattr(result, name) for name in RESULT_FIELDS})
+        # counts as ints: Counter.update(n=1, errors=False) on an empty Counter stores the bool
+        tally["n"] += 1
+        tally["correct"] += int(result.correct is True)
+        tally["pred"] += int(result.pred is not None)
+        tally["errors"] += int(result.error is not None)
         rules[result.extracted_by or "none"] += 1
         score_sum += result.score
     written = skip_bad or not bad
     n = tally["n"] if written else 0
+    mean_score = score_sum / n if n else None
     return {
         "n": n,
         "accuracy": tally["correct"] / n if n else None,
         "extractability": tally["pred"] / n if n else None,
-        "mean_score": score_sum / n if n else None,
+        # finite scores can still sum past the float range (two of 1e308): null, not Infinity
+        "mean_score": mean_score if mean_score is None or math.isfinite(mean_score) else None,
         "by_rule": dict(rules.most_common()) if written else {},
         "errors": tally["errors"] if written else 0,
         "bad_rows": len(bad),
@@ -169,7 +217,9 @@ def grade_lines(lines, path: Path, fn, out, skip_bad: bool) -> dict[str, Any]:
 
 
 def _write(out, row: dict[str, Any]) -> None:
-    out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    """One JSON line; ValueError for NaN or Infinity (not JSON) and for a lone surrogate (not
+    UTF-8: the text is encoded whole before anything is written)."""
+    out.write(json.dumps(row, ensure_ascii=False, allow_nan=False, default=str) + "\n")
 
 
 def print_summary(summary: dict[str, Any], stream) -> None:
@@ -180,9 +230,11 @@ def print_summary(summary: dict[str, Any], stream) -> None:
             file=stream,
         )
     if summary["n"]:
+        mean = summary["mean_score"]
         print(
             f"accuracy {summary['accuracy']:.4f}  extractability {summary['extractability']:.4f}  "
-            f"mean score {summary['mean_score']:.4f}  grading errors {summary['errors']}",
+            f"mean score {'n/a (the sum overflows)' if mean is None else f'{mean:.4f}'}  "
+            f"grading errors {summary['errors']}",
             file=stream,
         )
         print("by rule: " + ", ".join(f"{k} {v}" for k, v in summary["by_rule"].items()), file=stream)
@@ -195,4 +247,4 @@ def print_summary(summary: dict[str, Any], stream) -> None:
             print(f"  {problem}", file=stream)
         if summary["bad_rows"] > len(summary["bad"]):
             print(f"  ... and {summary['bad_rows'] - len(summary['bad'])} more", file=stream)
-    print(json.dumps(summary), file=stream)
+    print(json.dumps(summary, allow_nan=False), file=stream)

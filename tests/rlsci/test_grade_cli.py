@@ -183,3 +183,93 @@ def test_argument_errors(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as any strict JSON reader does."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_one_row_summary_counts_errors_as_a_number(tmp_path, capsys):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [ROWS[0]])
+    assert main(["grade", str(src), "--out", str(out)]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert '"errors": 0,' in last  # not false: Counter.update on an empty Counter kept the bool
+    summary = json.loads(last)
+    assert (summary["n"], summary["errors"], type(summary["errors"])) == (1, 0, int)
+
+
+HOSTILE = [
+    ('{"response": "\\ud800 Answer: B", "answer": "B"}', "field 'response' holds a lone surrogate '\\ud800'"),
+    (
+        '{"response": "Answer: B", "answer": "B", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "invalid JSON (nested deeper than 100 levels at column 149)",  # the 100th "[" is level 101
+    ),
+    (
+        '{"response": "Answer: B", "answer": "B", "meta": {"x": ' + "[" * 200 + "]" * 200 + "}}",
+        "invalid JSON (nested deeper than 100 levels at column 154)",  # parsed, then refused
+    ),
+    ('{"response": "Answer: B", "answer": "B", "temperature": NaN}', "invalid JSON (found NaN; "),
+    ('{"response": "Answer: B", "answer": "B", "logprob": -Infinity}', "invalid JSON (found -Infinity; "),
+    (
+        '{"response": "Answer: B", "answer": "B", "x": 1e999}',
+        "invalid JSON (found 1e999, too large for a float",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "problem"), HOSTILE)
+def test_hostile_rows_are_bad_rows_named_by_file_and_line(tmp_path, capsys, line, problem):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [ROWS[0], line, ROWS[1]])
+    assert main(["grade", str(src), "--out", str(out)]) == 1
+    summary, err = summary_of(capsys)
+    assert summary["bad_rows"] == 1 and summary["bad"][0].startswith(f"{src}:2: {problem}")
+    assert not out.exists()
+    # --skip-bad: the good rows are graded, the bad one is written as its raw line, and OUT is
+    # valid UTF-8 JSON (no NaN, no lone surrogate)
+    assert main(["grade", str(src), "--out", str(out), "--skip-bad"]) == 0
+    graded = [strict_json(x) for x in out.read_bytes().decode("utf-8").splitlines()]
+    assert [r.get("pred") for r in graded] == ["B", None, "A"]
+    assert graded[1]["line"] == line and graded[1]["error"].startswith(f"{src}:2: {problem}")
+    summary, _ = summary_of(capsys)
+    assert (summary["n"], summary["bad_rows"]) == (2, 1)
+
+
+def test_a_byte_order_mark_opening_the_file_is_not_part_of_the_row(tmp_path, capsys):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + (json.dumps(ROWS[0]) + "\n").encode())
+    assert main(["grade", str(src), "--out", str(out)]) == 0
+    assert read_jsonl(out)[0]["pred"] == "B"
+
+
+def test_a_result_that_is_not_writable_as_json_is_a_grading_error(tmp_path, capsys):
+    reward = tmp_path / "odd_reward.py"
+    reward.write_text(
+        "from rewards.base import RewardResult\n"
+        "def odd(response, sample):\n"
+        "    if sample.id == 'q1':\n"
+        "        return RewardResult(score=1.0, correct=float('nan'))\n"
+        "    if sample.id == 'q2':\n"
+        "        return RewardResult(score=1.0, pred='\\ud800')\n"
+        "    return 1e308\n"
+    )
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, ROWS)
+    assert main(["grade", str(src), "--out", str(out), "--reward", f"{reward}:odd"]) == 0
+    graded = [strict_json(x) for x in out.read_bytes().decode("utf-8").splitlines()]
+    assert [r["score"] for r in graded] == [0.0, 0.0, 1e308, 1e308]
+    assert graded[0]["error"].startswith("ValueError: result not writable as JSON: Out of range float values")
+    assert graded[1]["error"].startswith("UnicodeEncodeError: result not writable as JSON: ")
+    summary, err = summary_of(capsys)
+    # 0 + 0 + 1e308 + 1e308 overflows to inf: the mean is null in the JSON line, n/a in words
+    assert (summary["errors"], summary["mean_score"]) == (2, None)
+    assert "mean score n/a (the sum overflows)" in err
