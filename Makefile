@@ -36,6 +36,7 @@ bench: install
 	$(PY) -m experiments.bench_rewards --out bench-results/rewards.json
 	$(PY) -m experiments.bench_rollouts --out bench-results/rollouts.json
 	$(PY) -m experiments.bench_learner --out bench-results/learner.json
+	$(PY) -m experiments.bench_train --out bench-results/train.json
 
 lint: install
 	$(PY) -m ruff check .
