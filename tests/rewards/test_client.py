@@ -77,7 +77,10 @@ class FlakyProxy:
                 if proxy.skip < proxy.requests <= proxy.skip + proxy.failures:
                     status, content = proxy.fail_status, proxy.fail_body
                 else:
-                    answer = httpx.post(f"{proxy.upstream}{self.path}", content=body, timeout=30)
+                    headers = {"Content-Type": self.headers.get("Content-Type", "")}
+                    answer = httpx.post(
+                        f"{proxy.upstream}{self.path}", content=body, headers=headers, timeout=30
+                    )
                     status, content = answer.status_code, answer.content
                 try:
                     self.send_response(status)
