@@ -64,13 +64,15 @@ def test_a_yaml_nan_is_refused_at_load_naming_key_and_file(tmp_path):
         load_config(path)
     message = str(info.value)
     assert "invalid configuration (3 problems)" in message
-    assert f"reward.timeout_s must be in (0, 86400] seconds, got nan [reward.timeout_s from {path}]" in message
+    assert (
+        f"reward.timeout_s must be in (0, 86400] seconds, got nan [reward.timeout_s from {path}]" in message
+    )
     assert f"reward.server.port must be in 1..65535, got 70000 [reward.server.port from {path}]" in message
     with pytest.raises(ConfigError, match=r"reward.format_bonus must be a finite number, got inf"):
         load_config(None, ["reward.format_bonus=.inf"])
 
 
-def test_serve_rewards_refuses_a_port_flag_out_of_range(capsys, monkeypatch):
+def test_serve_rewards_refuses_a_port_out_of_range(capsys, monkeypatch):
     # --port 70000 used to bind 70000 mod 65536 = 4464 while logging 70000
     import uvicorn
 
@@ -78,7 +80,10 @@ def test_serve_rewards_refuses_a_port_flag_out_of_range(capsys, monkeypatch):
         raise AssertionError(f"the server started with {kwargs}")
 
     monkeypatch.setattr(uvicorn, "run", started)
-    assert main(["serve-rewards", "--port", "70000"]) == 2
+    with pytest.raises(SystemExit) as info:  # the flag is checked by argparse
+        main(["serve-rewards", "--port", "70000"])
+    assert info.value.code == 2 and "got 70000" in capsys.readouterr().err
+    assert main(["serve-rewards", "reward.server.port=70000"]) == 2  # the config key by validate()
     assert "reward.server.port must be in 1..65535, got 70000" in capsys.readouterr().err
     assert main(["serve-rewards", "--workers", "100000"]) == 2
     assert "reward.server.workers must be in 1..256, got 100000" in capsys.readouterr().err
