@@ -374,7 +374,9 @@ def test_listing_options_with_their_texts_is_one_cluster():
     # the gap between two commitments is ") " + option text: 36..38 characters, over 30, under 48
     assert all(30 < len(f") {v}") <= 48 for v in LONG_OPTS4.values())
     for mode in ("strict", "lenient"):
-        assert extract_choice(response, ABCD, mode=mode) == Extraction(None, "answer_line", False, tuple(ABCD))
+        assert extract_choice(response, ABCD, mode=mode) == Extraction(
+            None, "answer_line", False, tuple(ABCD)
+        )
 
 
 def test_a_self_correction_after_a_sentence_of_reasoning_gives_the_corrected_letter():
