@@ -52,12 +52,13 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import wait
 
 from rewards.base import RewardResult, Sample
 from rewards.config import RewardConfig
+from rewards.pool_state import Chunk, Job, RewardSpec, Slot, resolve, rss_mb, spec_strings
 from rewards.pool_worker import from_plain, worker_main
 from rewards.registry import read_sources
 
@@ -68,10 +69,6 @@ SPAWN_HINT = (
 BACKOFF_S = (0.5, 30.0)  # first and longest wait before retrying a worker that failed to start
 HEARTBEAT_S = 1.0  # the dispatcher wakes at least this often (health() sees it alive)
 STALL_S = 30.0  # a dispatcher silent for longer is reported broken
-
-# A reward is named by a spec string (built with `load_fn(spec, cfg)` inside the worker) or by
-# a whole RewardConfig (its configured, possibly weighted reward: `build_reward(cfg)`).
-RewardSpec = str | RewardConfig
 
 
 class PoolStartError(RuntimeError):
@@ -94,56 +91,6 @@ class PoolStats:
     @property
     def errors(self) -> int:
         return self.exceptions + self.timeouts + self.crashes + self.internal
-
-
-def _resolve(future: Future, *, result: object = None, error: BaseException | None = None) -> None:
-    """Set `future`'s outcome unless it is done already. Its caller may cancel it from another
-    thread at any moment (asyncio.wrap_future cancels it when an HTTP client hangs up), so a
-    `done()` check followed by set_result() could still raise InvalidStateError here."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass
-
-
-@dataclass(eq=False)  # hashed by identity: a key of the dispatcher's queue
-class _Job:
-    name: str
-    blobs: list[bytes | None]  # each (response, sample) pickled; None where that failed
-    results: list[RewardResult | None]
-    remaining: int
-    future: Future
-    seq: int  # arrival order
-    served: int = 0  # when it last got a worker (0: never): the least recently served goes next
-
-
-@dataclass
-class _Chunk:
-    job: _Job
-    indices: list[int]  # item indices of job.blobs, in order
-
-
-@dataclass
-class _Worker:
-    """One slot of the pool and the process in it (none while waiting to retry a start)."""
-
-    slot: int
-    process: multiprocessing.process.BaseProcess | None = None
-    conn: Connection | None = None
-    state: str = "waiting"  # starting | idle | busy | waiting (no process: retry at `deadline`)
-    chunk: _Chunk | None = None
-    chunk_id: int = 0
-    pos: int = 0  # index into chunk.indices of the item being graded
-    cancel_sent: bool = False
-    graded: int = 0  # items graded by this process
-    start_failures: int = 0  # starts failed in a row (sets the backoff)
-    # monotonic time by which the item or the start must finish; for a waiting slot, when to
-    # try starting a process again
-    deadline: float = math.inf
-    retired: list = field(default_factory=list)  # recycled processes not yet reaped
 
 
 class RewardPool:
@@ -195,11 +142,11 @@ class RewardPool:
         self._max_rss = max_worker_rss_mb
         self._sources: dict[str, str] = {}
         self._ctx = multiprocessing.get_context("spawn")
-        self._workers: list[_Worker] = []
-        self._submitted: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._workers: list[Slot] = []
+        self._submitted: queue.SimpleQueue[Job] = queue.SimpleQueue()
         # Calls waiting for a worker, each with its chunks; the least recently served goes next.
-        self._queue: dict[_Job, collections.deque[_Chunk]] = {}
-        self._chunk_ids = itertools.count(1)  # also orders `_Job.served`
+        self._queue: dict[Job, collections.deque[Chunk]] = {}
+        self._chunk_ids = itertools.count(1)  # also orders `Job.served`
         self._job_ids = itertools.count(1)
         # Writing a byte wakes the dispatcher from wait(); both ends never block (a full pipe
         # already holds a pending wake-up).
@@ -232,9 +179,9 @@ class RewardPool:
         if self._closed:
             raise RuntimeError("RewardPool is closed; create a new one")
         self._started = True
-        specs = [s for spec in self._rewards.values() for s in _spec_strings(spec)]
+        specs = [s for spec in self._rewards.values() for s in spec_strings(spec)]
         self._sources = read_sources(specs)
-        self._workers = [_Worker(slot) for slot in range(self._n_workers)]
+        self._workers = [Slot(slot) for slot in range(self._n_workers)]
         deadline = time.monotonic() + self._start_timeout_s
         try:
             for w in self._workers:
@@ -294,7 +241,7 @@ class RewardPool:
                 blobs.append(None)
                 results.append(RewardResult(score=0.0, error=f"item {i} cannot be sent to a worker: {why}"))
         failed = sum(b is None for b in blobs)
-        job = _Job(name, blobs, results, len(blobs) - failed, future, next(self._job_ids))
+        job = Job(name, blobs, results, len(blobs) - failed, future, next(self._job_ids))
         with self._lock:
             if self._failed is not None:
                 raise RuntimeError(self._failed)
@@ -339,7 +286,12 @@ class RewardPool:
         return {"status": status, "workers": self._n_workers, "workers_alive": live, "detail": detail}
 
     def _live(self) -> int:
-        return sum(w.state in ("starting", "idle", "busy") for w in self._workers)
+        """Slots with a process, or whose process is being replaced right now (read from other
+        threads too: a slot between its old process and the new one must not look empty)."""
+        return sum(
+            w.state in ("starting", "idle", "busy") or (w.state == "waiting" and w.deadline == math.inf)
+            for w in self._workers
+        )
 
     def _on_done(self, future: Future) -> None:
         if future.cancelled():  # wake the dispatcher: it stops the call's chunks
@@ -364,7 +316,7 @@ class RewardPool:
             raise
         finally:
             for job in self._jobs_in_flight():
-                _resolve(job.future, error=RuntimeError(self._failed or "RewardPool closed while grading"))
+                resolve(job.future, error=RuntimeError(self._failed or "RewardPool closed while grading"))
 
     def _turn(self) -> None:
         self._beat = time.monotonic()
@@ -396,14 +348,14 @@ class RewardPool:
         for w in self._workers:
             w.retired = [p for p in w.retired if p.is_alive()]
 
-    def _guarded(self, handle, w: _Worker) -> None:
+    def _guarded(self, handle, w: Slot) -> None:
         """handle(w); an exception costs the worker's current item and the worker, nothing more."""
         try:
             handle(w)
         except Exception as exc:  # noqa: BLE001
             self._internal_error(exc, w)
 
-    def _internal_error(self, exc: BaseException, w: _Worker | None = None) -> None:
+    def _internal_error(self, exc: BaseException, w: Slot | None = None) -> None:
         error = f"reward pool error: {type(exc).__name__}: {exc}"
         if w is not None and w.chunk is not None:
             self._fail_current(w, error, "internal")
@@ -435,7 +387,7 @@ class RewardPool:
             todo = [i for i, blob in enumerate(job.blobs) if blob is not None]
             size = max(1, min(self._chunk_size, math.ceil(len(todo) / self._n_workers)))
             self._queue[job] = collections.deque(
-                _Chunk(job, todo[lo : lo + size]) for lo in range(0, len(todo), size)
+                Chunk(job, todo[lo : lo + size]) for lo in range(0, len(todo), size)
             )
         self._fail_queue_if_no_worker()
 
@@ -471,11 +423,11 @@ class RewardPool:
             w.state, w.chunk, w.pos, w.cancel_sent = "busy", chunk, 0, False
             w.deadline = time.monotonic() + self.timeout_s
 
-    def _requeue(self, chunk: _Chunk) -> None:
+    def _requeue(self, chunk: Chunk) -> None:
         """Put `chunk` first in its call's line."""
         self._queue.setdefault(chunk.job, collections.deque()).appendleft(chunk)
 
-    def _read_worker(self, w: _Worker) -> None:
+    def _read_worker(self, w: Slot) -> None:
         """Read every message the worker has sent; handle its exit once its pipe is drained."""
         while w.process is not None:
             try:
@@ -504,7 +456,7 @@ class RewardPool:
             else:
                 raise RuntimeError(f"unexpected message {kind!r} from a worker in state {w.state!r}")
 
-    def _advance(self, w: _Worker, result: RewardResult, kind: str | None) -> None:
+    def _advance(self, w: Slot, result: RewardResult, kind: str | None) -> None:
         chunk = w.chunk
         self._finish(chunk.job, chunk.indices[w.pos], result, kind)
         w.pos += 1
@@ -514,10 +466,10 @@ class RewardPool:
         else:
             w.deadline = time.monotonic() + self.timeout_s
 
-    def _chunk_done(self, w: _Worker) -> None:
+    def _chunk_done(self, w: Slot) -> None:
         w.state, w.chunk, w.deadline = "idle", None, math.inf
         worn = self._max_items is not None and w.graded >= self._max_items
-        if worn or (self._max_rss is not None and _rss_mb(w.process.pid) > self._max_rss):
+        if worn or (self._max_rss is not None and rss_mb(w.process.pid) > self._max_rss):
             try:
                 w.conn.send(None)  # it exits by itself; reaped later
             except (OSError, ValueError):
@@ -529,14 +481,14 @@ class RewardPool:
                 self._counts["recycles"] += 1
             self._spawn(w)
 
-    def _on_timeout(self, w: _Worker) -> None:
+    def _on_timeout(self, w: Slot) -> None:
         w.process.kill()
         w.process.join(timeout=5.0)
         self._fail_current(w, f"timeout after {self.timeout_s:g}s", "timeouts")
         self._retire(w)
         self._spawn_counted(w)
 
-    def _on_exit(self, w: _Worker, exitcode: int | None) -> None:
+    def _on_exit(self, w: Slot, exitcode: int | None) -> None:
         if w.state == "starting":
             self._start_failed(w, f"worker exited during start (exit code {exitcode})")
             return
@@ -545,16 +497,16 @@ class RewardPool:
         self._retire(w)  # a busy worker that died, or an idle one killed from outside
         self._spawn_counted(w)
 
-    def _fail_current(self, w: _Worker, error: str, kind: str) -> None:
+    def _fail_current(self, w: Slot, error: str, kind: str) -> None:
         """Give the running item an error result; put the rest of its chunk back in front."""
         chunk = w.chunk
         self._finish(chunk.job, chunk.indices[w.pos], RewardResult(score=0.0, error=error), kind)
         rest = chunk.indices[w.pos + 1 :]
         if rest:
-            self._requeue(_Chunk(chunk.job, rest))
+            self._requeue(Chunk(chunk.job, rest))
         w.chunk = None
 
-    def _spawn(self, w: _Worker) -> None:
+    def _spawn(self, w: Slot) -> None:
         """Start a process in slot `w` (state "starting"); raises OSError when none can start."""
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         try:
@@ -573,7 +525,7 @@ class RewardPool:
         w.process, w.conn, w.graded = process, parent_conn, 0
         w.state, w.deadline = "starting", time.monotonic() + self._start_timeout_s
 
-    def _spawn_counted(self, w: _Worker) -> None:
+    def _spawn_counted(self, w: Slot) -> None:
         """Start a replacement in slot `w`; when that fails, retry later (backoff)."""
         try:
             self._spawn(w)
@@ -583,7 +535,7 @@ class RewardPool:
         with self._lock:
             self._counts["restarts"] += 1
 
-    def _start_failed(self, w: _Worker, why: str) -> None:
+    def _start_failed(self, w: Slot, why: str) -> None:
         """Slot `w` failed to start a worker: retry after a backoff; meanwhile, when no worker at
         all is running, the queued items get an error at once instead of waiting."""
         self._retire(w)
@@ -604,7 +556,7 @@ class RewardPool:
                 for i in chunk.indices:
                     self._finish(chunk.job, i, RewardResult(score=0.0, error=error), "crashes")
 
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: Slot) -> None:
         """End slot `w`'s process, if any; the slot waits (state "waiting") for a new one."""
         if w.conn is not None:
             w.conn.close()
@@ -614,7 +566,7 @@ class RewardPool:
             w.process.join(timeout=5.0)
         w.process, w.conn, w.chunk, w.state, w.deadline = None, None, None, "waiting", math.inf
 
-    def _finish(self, job: _Job, index: int, result: RewardResult, kind: str | None) -> None:
+    def _finish(self, job: Job, index: int, result: RewardResult, kind: str | None) -> None:
         job.results[index] = result
         job.remaining -= 1
         with self._lock:
@@ -622,9 +574,9 @@ class RewardPool:
             if kind is not None:
                 self._counts[kind] += 1
         if job.remaining == 0:
-            _resolve(job.future, result=job.results)
+            resolve(job.future, result=job.results)
 
-    def _jobs_in_flight(self) -> list[_Job]:
+    def _jobs_in_flight(self) -> list[Job]:
         jobs = list(self._queue) + [w.chunk.job for w in self._workers if w.chunk]
         while True:
             try:
@@ -632,7 +584,7 @@ class RewardPool:
             except queue.Empty:
                 return jobs
 
-    def _recv_or_exit(self, w: _Worker) -> tuple[str, object]:
+    def _recv_or_exit(self, w: Slot) -> tuple[str, object]:
         try:
             return w.conn.recv()
         except (EOFError, OSError):
@@ -660,17 +612,4 @@ class RewardPool:
         for w in self._workers:
             if w.conn is not None:
                 w.conn.close()
-            w.process, w.conn, w.state, w.retired = None, None, "waiting", []
-
-
-def _spec_strings(spec: RewardSpec) -> list[str]:
-    return [t.fn for t in spec.resolved_terms()] if isinstance(spec, RewardConfig) else [spec]
-
-
-def _rss_mb(pid: int) -> float:
-    """Resident memory of process `pid` in MiB (0 where /proc is not available)."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
+            w.process, w.conn, w.state, w.retired = None, None, "stopped", []
