@@ -126,8 +126,10 @@ def test_a_client_that_hangs_up_cancels_its_queued_items(server_processes, block
         hung_up.join(timeout=30)
         assert outcome == ["gave up"]  # a0 still blocks
         deadline = time.monotonic() + 30  # the server records the hang-up (499) once it cancelled
-        while "499" not in httpx.get(f"{url}/metrics").text and time.monotonic() < deadline:
+        gone = 'rlsci_reward_requests_total{endpoint="/v1/grade",status="499"} 1'
+        while gone not in httpx.get(f"{url}/metrics").text and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert gone in httpx.get(f"{url}/metrics").text
         (folders[0] / "release").touch()
         (folders[3] / "release").touch()
         # a1 and a2 would block 30 s each: this answer comes first only if they were dropped
@@ -161,6 +163,34 @@ def test_requests_past_the_in_flight_limit_wait(server_processes, blocking):
         t2.join(timeout=30)
         assert first["answer"].json()["results"][0]["score"] == 0.75
         assert second["answer"].json()["results"][0]["correct"] is True
+    finally:
+        server_processes.stop(proc)
+
+
+def test_no_worker_running_is_503_until_one_starts_again(server_processes, tmp_path):
+    # the plug-in refuses to load while "broken" exists: after its worker crashes, no worker runs
+    broken = tmp_path / "broken"
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text(
+        f"import os, pathlib\nif pathlib.Path({str(broken)!r}).exists():\n    raise RuntimeError('broken for now')\n"
+        "def score(response, sample):\n    if response == 'crash':\n        os._exit(1)\n    return 1.0\n"
+    )
+    proc, url = server_processes.serve(["--reward", f"flaky={plugin}:score", "--workers", "1"])
+    try:
+        broken.touch()
+        crashed = post(url, "flaky", [{"response": "crash", "sample": {}}])
+        assert crashed.json()["results"][0]["error"] == "worker crashed (exit code 1)"
+        deadline = time.monotonic() + 30  # backoff 0.5, 1, 2, 4 s: then a request surely finds no worker
+        while "retrying in 4s" not in str(httpx.get(f"{url}/healthz").json()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = post(url, "flaky", [{"response": "x", "sample": {}}])
+        assert refused.status_code == 503, refused.text  # clients retry a 503: never a silent zero
+        assert "broken for now" in refused.json()["detail"] and refused.headers["Retry-After"] == "1"
+        broken.unlink()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/healthz").json()["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert post(url, "flaky", [{"response": "x", "sample": {}}]).json()["results"][0]["score"] == 1.0
     finally:
         server_processes.stop(proc)
 
