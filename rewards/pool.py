@@ -6,7 +6,9 @@ the multiprocessing "spawn" context (a fresh interpreter, so it is safe to start
 that already runs threads, e.g. a uvicorn server or a Ray actor). Each worker builds its
 functions itself from spec strings (`rewards.registry.load_fn`); the text of every plug-in file
 ("path/file.py:fn") is read once, at start, and handed to each worker, so an edited file does not
-change what a replacement worker serves. Only plain data crosses the pipe (`rewards.pool_worker`).
+change what a replacement worker serves; a replacement that finds the file defining a
+"module:function" (or entry point) changed since start refuses to serve. Only plain data crosses
+the pipe (`rewards.pool_worker`).
 
 What one item yields:
     the function returns          -> its RewardResult (a float is wrapped; fields made plain data)
@@ -140,7 +142,8 @@ class RewardPool:
         self._start_timeout_s = float(start_timeout_s)
         self._max_items = max_items_per_worker
         self._max_rss = max_worker_rss_mb
-        self._sources: dict[str, str] = {}
+        self._sources: dict[str, str] = {}  # plug-in files, read at start
+        self._fingerprint: dict[str, str] = {}  # other files defining the functions, at start
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[Slot] = []
         self._submitted: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -194,6 +197,7 @@ class RewardPool:
                     raise PoolStartError(f"reward worker failed to start: {payload}. {SPAWN_HINT}")
                 if kind != "ready":
                     raise PoolStartError(f"reward worker failed to start: {payload}")
+                self._fingerprint = self._fingerprint or payload
                 w.state, w.deadline = "idle", math.inf
         except BaseException:
             self.close()
@@ -445,7 +449,11 @@ class RewardPool:
             except Exception as exc:  # noqa: BLE001 -- costs the item at hand, not the pool
                 raise RuntimeError(f"unreadable message from a worker: {type(exc).__name__}: {exc}") from exc
             if kind == "ready" and w.state == "starting":
-                w.state, w.deadline, w.start_failures = "idle", math.inf, 0
+                changed = sorted(f for f, digest in self._fingerprint.items() if payload.get(f) != digest)
+                if changed:  # the served set is fixed at start: never run a newer version beside it
+                    self._start_failed(w, f"{', '.join(changed)} changed since the pool started; restart it")
+                else:
+                    w.state, w.deadline, w.start_failures = "idle", math.inf, 0
             elif kind == "load_error" and w.state == "starting":
                 self._start_failed(w, payload)
             elif kind == "result" and w.state == "busy":

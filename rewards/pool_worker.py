@@ -14,19 +14,24 @@ Protocol (parent -> worker):
     ("cancel", chunk_id)                          stop that chunk before its next item
     None                                          exit
 Protocol (worker -> parent):
-    ("ready", None) once, or ("load_error", message) and exit
+    ("ready", {file: sha1}) once, or ("load_error", message) and exit; the files are those
+        defining the functions of "module:function" specs and entry points (`code_fingerprint`):
+        the parent refuses a replacement worker that finds them changed
     ("result", plain result) per item, in order
     ("cancelled", chunk_id) when a chunk was stopped by "cancel" (the results before it were sent)
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import numbers
 import pickle
 import signal
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from rewards.base import RewardResult
 from rewards.config import RewardConfig
@@ -60,7 +65,7 @@ def worker_main(
         except BaseException as exc:  # noqa: BLE001 -- any failure to build is reported, not raised
             conn.send(("load_error", f"reward {name!r}: {type(exc).__name__}: {exc}"))
             return
-    conn.send(("ready", None))
+    conn.send(("ready", code_fingerprint(list(fns.values()), sources)))
     while True:
         try:
             message = conn.recv()
@@ -80,6 +85,27 @@ def worker_main(
                     conn.send(("cancelled", chunk_id))
                     break
             conn.send(("result", grade_blob(fns[name], blob)))
+
+
+def code_fingerprint(fns: list, sources: Mapping[str, str]) -> dict[str, str]:
+    """{file: sha1 of its bytes} of the files defining `fns` (through the registry's wrappers),
+    except plug-in files held in `sources` (pinned already) and the built-ins of this package."""
+    own = Path(__file__).resolve().parent
+    fingerprint = {}
+    pending = list(fns)
+    while pending:
+        fn = pending.pop()
+        pending += [term[2] for term in getattr(fn, "terms", ())]  # WeightedReward
+        inner = getattr(fn, "fn", None)
+        if inner is None:
+            continue
+        try:
+            path = Path(inspect.getsourcefile(inner) or "").resolve()
+        except TypeError:  # a C function: no file to watch
+            continue
+        if path.is_file() and str(path) not in sources and own not in path.parents:
+            fingerprint[str(path)] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return fingerprint
 
 
 def grade_blob(fn, blob: bytes) -> PlainResult:

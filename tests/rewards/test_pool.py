@@ -337,6 +337,22 @@ def test_an_edited_plugin_file_does_not_change_what_is_served(tmp_path):
         assert pool.stats().restarts == 1
 
 
+def test_an_edited_module_is_refused_by_a_replacement_worker(tmp_path, monkeypatch):
+    # "module:function": the module is imported in each worker; a replacement that finds its file
+    # changed refuses to serve (the served set is fixed at start) instead of running a new version
+    module = tmp_path / "pinned_reward_mod.py"
+    version = "import os\ndef score(response, sample):\n    if response == 'crash':\n        os._exit(1)\n    return {v}\n"
+    module.write_text(version.format(v=1.0))
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
+    with RewardPool({"m": "pinned_reward_mod:score"}, workers=1, timeout_s=5.0) as pool:
+        assert pool.grade("m", items("x"))[0].score == 1.0
+        module.write_text(version.format(v=2.0))
+        assert pool.grade("m", items("crash"))[0].error == "worker crashed (exit code 1)"
+        refused = pool.grade("m", items("x"))[0]
+        assert refused.score == 0.0 and f"{module} changed since the pool started" in refused.error
+        assert "changed since the pool started" in pool.health()["detail"]
+
+
 # ---------------------------------------------------------------------- cancellation and fairness
 @pytest.fixture
 def blocking_spec(tmp_path):
