@@ -60,7 +60,7 @@ from multiprocessing.connection import wait
 
 from rewards.base import RewardResult, Sample
 from rewards.config import RewardConfig
-from rewards.pool_state import Chunk, Job, RewardSpec, Slot, resolve, rss_mb, spec_strings
+from rewards.pool_state import Chunk, Job, RewardSpec, Slot, resolve, rss_mb, spec_strings, stop_slots
 from rewards.pool_worker import from_plain, worker_main
 from rewards.registry import read_sources
 
@@ -216,7 +216,7 @@ class RewardPool:
             self._wake()
         if self._thread is not None:
             self._thread.join(timeout=STALL_S)
-        self._stop_workers(grace_s)
+        stop_slots(self._workers, grace_s)
         if self._thread is None or not self._thread.is_alive():
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -598,26 +598,3 @@ class RewardPool:
         except (EOFError, OSError):
             w.process.join(timeout=5.0)
             return "exit", f"worker exited (exit code {w.process.exitcode})"
-
-    def _stop_workers(self, grace_s: float) -> None:
-        """Ask every worker to exit; kill those still running after `grace_s` (busy ones)."""
-        processes = [p for w in self._workers for p in w.retired]
-        for w in self._workers:
-            if w.process is None:
-                continue
-            try:
-                w.conn.send(None)
-            except (OSError, ValueError):
-                pass
-            processes.append(w.process)
-        deadline = time.monotonic() + grace_s
-        for process in processes:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5.0)
-        for w in self._workers:
-            if w.conn is not None:
-                w.conn.close()
-            w.process, w.conn, w.state, w.retired = None, None, "stopped", []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -79,3 +80,27 @@ def rss_mb(pid: int) -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def stop_slots(slots: list[Slot], grace_s: float) -> None:
+    """Ask every worker to exit; kill those still running after `grace_s` (busy ones)."""
+    processes = [p for w in slots for p in w.retired]
+    for w in slots:
+        if w.process is None:
+            continue
+        try:
+            w.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        processes.append(w.process)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5.0)
+    for w in slots:
+        if w.conn is not None:
+            w.conn.close()
+        w.process, w.conn, w.state, w.retired = None, None, "stopped", []
