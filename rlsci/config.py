@@ -32,9 +32,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rewards.config import RewardConfig
-from rlsci.learner import LearnerConfig
 from rlsci.data.config import DataConfig
 from rlsci.data.prompts import PromptConfig
+from rlsci.learner import LearnerConfig
 
 
 class ConfigError(ValueError):

@@ -332,7 +332,7 @@ def train(cfg: Config, log=print, on_step=None) -> tuple[dict[str, float], Train
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a cluster of this process only, on loopback
             ray.init(num_cpus=max(os.cpu_count() or 1, required_cpus(cfg)), include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
         started_ray = True
     trainer = None
     try:
