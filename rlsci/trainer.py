@@ -194,7 +194,8 @@ class Trainer:
         with p.timer.phase("adv"):
             adv = advantages_of(groups, cfg.algo.advantage, cfg.algo.scale_by_std)
             batch = build_batch(groups, adv, mask_truncated=cfg.algo.overlong == "mask", pad_token_id=p.pad_id)
-        p.sync.before_update()
+        with p.timer.phase("sync"):  # colocate: the engines free the GPU for the learner
+            p.sync.before_update()
         with p.timer.phase("old_logprob"):
             batch = dataclasses.replace(batch, old_logprobs=p.learner.compute_logprobs(batch))
         if cfg.learner.kl_coef > 0:

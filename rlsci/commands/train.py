@@ -46,18 +46,22 @@ def preflight(cfg) -> list[str]:
                           "to build a tiny random model there")
     synthetic = Path(cfg.data.synthetic.dir) if cfg.data.synthetic.dir else None
 
-    def made_later(path: str) -> bool:  # written by data.synthetic when the run starts
-        return synthetic is not None and Path(path).parent == synthetic
+    def missing(path: str) -> bool:
+        """A local file or folder that is not there (hub ids, bundled:NAME and globs are read later;
+        data.synthetic writes its files when the run starts)."""
+        if ":" in path or any(ch in path for ch in "*?[") or Path(path).exists():
+            return False
+        return synthetic is None or Path(path).parent != synthetic
 
     if not cfg.data.train:
         errors.append("data.train is empty: give files, folders, bundled:NAME or hub ids")
     for i, path in enumerate(cfg.data.train):
-        if ":" not in path and not any(ch in path for ch in "*?[") and not Path(path).exists() and not made_later(path):
+        if missing(path):
             errors.append(f"data.train[{i}]: no such file or folder {path!r} (relative to {Path.cwd()})")
-    if cfg.data.val.source == "file" and not Path(cfg.data.val.path).exists() and not made_later(cfg.data.val.path):
+    if cfg.data.val.source == "file" and missing(cfg.data.val.path):
         errors.append(f"data.val.path: no such file {cfg.data.val.path!r}")
     for i, b in enumerate(cfg.data.ood):
-        if not Path(b.path).exists() and not made_later(b.path):
+        if missing(b.path):
             errors.append(f"data.ood[{i}].path ({b.label or b.name}): no such file {b.path!r}")
     gpus = cfg.learner.num_ranks * cfg.learner.gpus_per_rank + cfg.rollout.workers * cfg.rollout.gpus_per_worker
     if cfg.trainer.placement == "colocate":
@@ -99,15 +103,14 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     errors = preflight(cfg)
-    if errors:
-        print(f"rlsci train: cannot start ({len(errors)} problem{'s' if len(errors) > 1 else ''}):\n"
-              + "\n".join(f"  - {e}" for e in errors), file=sys.stderr)
-        return 2
-    if args.dry_run:
+    if args.dry_run:  # the plan is worth reading even where it cannot start (e.g. a GPU config on a laptop)
         sys.stdout.write(config_to_yaml(cfg))
         print(f"\n{placement_plan(cfg)}\nrun directory: {cfg.run.dir}")
-        return 0
-    return _train(cfg)
+    if errors:
+        print(f"rlsci train: cannot start {'here ' if args.dry_run else ''}({len(errors)} problem"
+              f"{'s' if len(errors) > 1 else ''}):\n" + "\n".join(f"  - {e}" for e in errors), file=sys.stderr)
+        return 2
+    return 0 if args.dry_run else _train(cfg)
 
 
 def _train(cfg) -> int:
