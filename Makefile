@@ -29,7 +29,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
-	$(PY) -m experiments.demo
+	$(VENV)/bin/rlsci train configs/demo.yaml
 
 bench: install
 	mkdir -p bench-results

@@ -36,12 +36,12 @@ from rewards.base import RewardResult, Sample
 from rewards.client import RewardClient
 from rewards.config import RewardConfig
 from rewards.registry import build_reward, safe_grade
-from rlsci.algos import grpo_advantages
 from rlsci.batch import RolloutBatch
 from rlsci.data.prompts import PromptConfig, render_prompt_ids
 from rlsci.data.synthetic import generate
 from rlsci.learner import LearnerConfig, LearnerGroup
 from rlsci.models import init_tiny_model
+from rlsci.trainer import Group, advantages_of, build_batch
 from rollouts import Completion, SamplingConfig, build_engine
 
 LOGPROB_ATOL = 2e-5
@@ -60,13 +60,15 @@ RAY_RESOURCES = {"num_cpus": 2}  # for the ray_cluster fixture (tests/conftest.p
 
 
 def to_batch(completions: list[Completion], rewards: torch.Tensor) -> RolloutBatch:
-    """The controller's step: group advantages, then the typed batch with behaviour logprobs."""
-    group_ids = torch.tensor([c.prompt_index for c in completions])
-    return RolloutBatch.from_sequences(
-        [c.prompt_ids for c in completions], [c.response_ids for c in completions],
-        advantages=grpo_advantages(rewards, group_ids), behaviour_logprobs=[c.logprobs for c in completions],
-        group_ids=group_ids,
-    )
+    """The trainer's own step (rlsci.trainer): GRPO group advantages, then the typed batch with the
+    behaviour logprobs. Completions arrive prompt-major, so grouping keeps their order."""
+    by_prompt: dict[int, list[tuple[Completion, float]]] = {}
+    for c, r in zip(completions, rewards.tolist(), strict=True):
+        by_prompt.setdefault(c.prompt_index, []).append((c, r))
+    groups = [Group(question=None, completions=tuple(c for c, _ in g), results=(), rewards=tuple(r for _, r in g))
+              for g in by_prompt.values()]  # the question is not read by the batch builder
+    return build_batch(groups, advantages_of(groups, "grpo", scale_by_std=True), mask_truncated=False,
+                       pad_token_id=0)
 
 
 def transformers_logprobs(model, batch: RolloutBatch) -> torch.Tensor:
