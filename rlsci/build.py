@@ -172,7 +172,7 @@ def build_everything(cfg: Config, run: RunDir, log) -> Parts:
         pool = build_rollouts(cfg, placement)
         started.append(pool)
         dtype = DTYPES.get(cfg.rollout.dtype)
-        sync = build_weight_sync(cfg.trainer.placement, learner, pool, bucket_bytes=cfg.rollout.weight_bucket_bytes,
+        sync = build_weight_sync(cfg.trainer.placement, cfg.rollout.engine, learner, pool, bucket_bytes=cfg.rollout.weight_bucket_bytes,
                                  dtype=dtype)
         sync.init()
         rewards, server = build_rewards(cfg, run)

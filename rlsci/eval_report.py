@@ -49,8 +49,7 @@ import pyarrow.parquet as pq
 from rlsci.data.options import letters
 from rlsci.metrics import metric_key
 from rlsci.metrics import metric_name as metric_name  # re-exported: older callers import it from here
-
-FORMAT = 1  # version of summary.json / eval/summary.jsonl
+from rlsci.run_dir import FORMAT  # one version for every file of a run directory
 
 
 @dataclass(frozen=True)

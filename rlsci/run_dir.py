@@ -8,7 +8,7 @@
       rollouts/step_XXXXXX.parquet   every sample of a step (rlsci.metrics.rollout_table)
       eval/step_XXXXXX.parquet       validation rows; eval/summary.jsonl one line per evaluation
       events/                        TensorBoard
-      checkpoints/step_XXXXXX/       learner/ (DCP, rlsci/checkpoint.py), trainer.json, rng.pt
+      checkpoints/step_XXXXXX/       learner/ (DCP, rlsci/learner/checkpoint.py), trainer.json, rng.pt
       checkpoints/latest             the name of the newest complete checkpoint
       best.json                      {"metric": ..., "value": ..., "step": ...}
       hf/                            the final policy as a Hugging Face model directory

@@ -12,8 +12,10 @@ One step (each phase timed by name, DESIGN.md "One training step"):
     adv          group advantages: GRPO (r - mean_g) / std_g (algo.scale_by_std) or RLOO; with
                  algo.zero_variance_filter, groups whose rewards are all equal are dropped and more
                  prompts are drawn until the batch is full again (DAPO dynamic sampling)
-    old_logprob  the learner's logprobs of the sampled tokens before the update (PPO's old policy;
-                 their gap to the behaviour logprobs is learner/behaviour_logprob_diff/max)
+    old_logprob  the learner's logprobs of the sampled tokens before the update (PPO's old policy),
+                 only when the update makes several optimizer steps; with one (the default) the ratio
+                 is 1 and the update's own forward pass serves. Either way their gap to the
+                 behaviour logprobs is learner/behaviour_logprob_diff/max
     ref          reference-model logprobs, only when learner.kl_coef > 0
     update       learner.ppo_epochs x mini-batches of PPO-clip steps (learner section: clip range,
                  loss aggregation, KL and entropy terms)
@@ -196,8 +198,11 @@ class Trainer:
             batch = build_batch(groups, adv, mask_truncated=cfg.algo.overlong == "mask", pad_token_id=p.pad_id)
         with p.timer.phase("sync"):  # colocate: the engines free the GPU for the learner
             p.sync.before_update()
-        with p.timer.phase("old_logprob"):
-            batch = dataclasses.replace(batch, old_logprobs=p.learner.compute_logprobs(batch))
+        lr = cfg.learner
+        on_policy = lr.ppo_epochs * math.ceil(batch.size / (lr.mini_batch_size or batch.size)) == 1
+        if not on_policy:  # one optimizer step needs no old policy: its ratio is 1 (the learner uses its own)
+            with p.timer.phase("old_logprob"):
+                batch = dataclasses.replace(batch, old_logprobs=p.learner.compute_logprobs(batch))
         if cfg.learner.kl_coef > 0:
             with p.timer.phase("ref"):
                 batch = dataclasses.replace(batch, ref_logprobs=p.learner.compute_logprobs(batch, "ref"))
@@ -205,8 +210,11 @@ class Trainer:
             stats = p.learner.train_step(batch)
         with p.timer.phase("sync"):
             p.sync.push()
-        out = {f"learner/{k}": float(v) for k, v in stats.items() if k not in ("step", "time_s")}
-        out |= M.behaviour_logprob_gap(batch.old_logprobs, batch.behaviour_logprobs, batch.response_mask)
+        if on_policy:  # measured inside the update, against the logprobs it trained on
+            out = {"learner/behaviour_logprob_diff/max": stats.pop("behaviour_logprob_diff_max")}
+        else:
+            out = M.behaviour_logprob_gap(batch.old_logprobs, batch.behaviour_logprobs, batch.response_mask)
+        out |= {f"learner/{k}": float(v) for k, v in stats.items() if k not in ("step", "time_s")}
         out["train/adv/abs_mean"] = adv.abs().mean().item()
         return out
 

@@ -4,8 +4,9 @@
 |------------|------------------------------------------------------------------------------------|
 | `cpu`      | rank 0 streams (name, tensor) buckets; the full state dict is put once in Ray's     |
 |            | object store and every rollout worker loads it in place                            |
-| `split`    | NCCL broadcast from learner rank 0 to every engine GPU (a separate process group   |
-|            | joined once, in `init`); buckets gathered one at a time, never the full model twice |
+| `split`    | vLLM: NCCL broadcast from learner rank 0 to every engine GPU (a separate process   |
+|            | group joined once, in `init`); buckets gathered one at a time, never the full model |
+|            | twice. The transformers engine takes tensors only: in memory, as on `cpu`          |
 | `colocate` | engines sleep while the learner trains; to sync, they wake, load the weights       |
 |            | (in memory, as on `cpu`), and generate with a fresh KV cache                        |
 
@@ -13,7 +14,7 @@ Colocated CUDA IPC (the learner exporting its GPU tensors' handles to the engine
 is not written yet: `colocate` moves the weights through the object store, which costs a copy
 through host memory per step.
 
-    sync = build_weight_sync("cpu", learner, pool, bucket_bytes=2**28, dtype=None)
+    sync = build_weight_sync("cpu", "hf", learner, pool, bucket_bytes=2**28, dtype=None)
     sync.init()          # once, after both sides are built
     sync.push()          # after every learner update
 """
@@ -92,9 +93,9 @@ class ColocatedSync(InMemorySync):
         super().push()
 
 
-def build_weight_sync(placement: str, learner: LearnerGroup, pool: RolloutPool, *, bucket_bytes: int,
+def build_weight_sync(placement: str, engine: str, learner: LearnerGroup, pool: RolloutPool, *, bucket_bytes: int,
                       dtype: torch.dtype | None) -> WeightSync:
-    if placement == "cpu":
+    if placement == "cpu" or (placement == "split" and engine != "vllm"):
         return InMemorySync(learner, pool, bucket_bytes)
     if placement == "split":
         return NcclSync(learner, pool, bucket_bytes, dtype)

@@ -87,9 +87,10 @@ def placement_plan(cfg) -> str:
              f"({'NCCL' if lr.gpus_per_rank else 'gloo'})",
              f"  rollout: {r.workers} {r.engine} worker(s) x {{CPU: {r.cpus_per_worker:g}, GPU: {r.gpus_per_worker:g}}}"
              + (f", tensor parallel {r.tensor_parallel_size}" if r.engine == "vllm" else ""),
-             "  weight sync: " + {"cpu": "in memory, through Ray's object store",
-                                  "split": "NCCL broadcast from learner rank 0",
-                                  "colocate": "engines sleep during updates, weights in memory"}[cfg.trainer.placement],
+             "  weight sync: " + ("NCCL broadcast from learner rank 0"
+                                  if cfg.trainer.placement == "split" and r.engine == "vllm"
+                                  else "engines sleep during updates, weights in memory through Ray's object store"
+                                  if cfg.trainer.placement == "colocate" else "in memory, through Ray's object store"),
              f"  reward server: {cfg.reward.url or 'started with the job on 127.0.0.1'}"]
     return "\n".join(lines)
 

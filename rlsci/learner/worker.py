@@ -161,6 +161,11 @@ class LearnerWorker:
                                            entropy_grad=cfg.entropy_coef != 0)
         mask = micro.loss_mask()  # (b, l)
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()  # on-policy: ratio 1
+        if micro.old_logprobs is None and micro.behaviour_logprobs is not None:
+            # the engine's logprobs of the sampled tokens against these, for free: the check that the
+            # engines sample from the learner's weights, without the separate old-logprob pass
+            gap = ((logprobs.detach() - micro.behaviour_logprobs).abs() * mask).max()
+            sums["behaviour_gap_max"] = torch.maximum(sums["behaviour_gap_max"], gap)
         out = policy_loss(
             logprobs, old, micro.advantages, mask,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
@@ -211,7 +216,7 @@ class LearnerWorker:
         mini_size = cfg.mini_batch_size or batch.size
         num_mini = math.ceil(batch.size / mini_size)
         names = ("pg_loss", "tokens", *_TOKEN_STATS)
-        sums = {name: torch.zeros((), device=self.device) for name in names}
+        sums = {name: torch.zeros((), device=self.device) for name in (*names, "behaviour_gap_max")}
         norms: list[Tensor] = []
         lr = self.scheduler.get_last_lr()[0]
         self.model.train()
@@ -236,6 +241,10 @@ class LearnerWorker:
         stats = {name: total[name] / tokens for name in _TOKEN_STATS}
         if batch.ref_logprobs is None:
             del stats["kl_ref"]
+        if batch.old_logprobs is None:
+            gap = sums["behaviour_gap_max"]
+            dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+            stats["behaviour_logprob_diff_max"] = gap.item()
         norm_values = torch.stack(norms).cpu() if norms else torch.zeros(0)
         finite = torch.isfinite(norm_values)
         elapsed = time.perf_counter() - start

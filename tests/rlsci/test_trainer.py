@@ -262,3 +262,41 @@ def test_ray_job_submit_runs_rlsci_train_on_a_running_cluster(assets, tmp_path):
                 os.killpg(head.pid, sig)
             time.sleep(wait)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- GPUs (skipped without them)
+
+GPU_LOGPROB_ATOL = 1e-3  # fp32 on both sides, different kernels (cuBLAS vs vLLM's), values ~ -7
+
+
+def needs_gpus(n: int):
+    import torch
+
+    return pytest.mark.skipif(torch.cuda.device_count() < n, reason=f"needs {n} CUDA device(s)")
+
+
+def run_on_gpus(assets: Path, run_dir: Path, *extra: str) -> None:
+    """3 steps; every step the engine's logprobs of the sampled tokens must be the learner's."""
+    cfg = load_config(DEMO, overrides(assets, run_dir, f"reward.fn={assets / 'parity.py'}:reward",
+                                      "learner.mixed_precision=false", *extra))
+    train(cfg, log=print)
+    lines = read_metrics(run_dir)
+    assert [m["step"] for m in lines] == [0, 1, 2, 3]
+    for m in lines[1:]:
+        assert m["learner/behaviour_logprob_diff/max"] < GPU_LOGPROB_ATOL, m
+        assert m["learner/grad_norm"] > 1e-3  # the weights move, so agreement means the sync delivered them
+
+
+@pytest.mark.gpu
+@needs_gpus(1)
+def test_colocate_engine_sleeps_during_updates_and_takes_the_weights(assets, tmp_path):
+    run_on_gpus(assets, tmp_path / "colocate", "trainer.placement=colocate", "learner.gpus_per_rank=0.5",
+                "rollout.gpus_per_worker=0.4", "rollout.engine=hf")
+
+
+@pytest.mark.gpu
+@needs_gpus(2)
+def test_split_vllm_engine_receives_the_weights_by_nccl(assets, tmp_path):
+    run_on_gpus(assets, tmp_path / "split", "trainer.placement=split", "learner.gpus_per_rank=1",
+                "rollout.gpus_per_worker=1", "rollout.engine=vllm", "rollout.gpu_memory_utilization=0.3",
+                "rollout.kv_cache_memory_bytes=null")
