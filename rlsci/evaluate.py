@@ -20,8 +20,10 @@ optionally a seeded subset. Choices:
 - Grading: questions with options by the `mcq` reward (lenient extraction: "the answer is X",
   a final bare letter, ... as well as "Answer: X"), free-form questions (options {}, e.g.
   SciBench) by the `reference` reward; `grader.mcq` / `grader.free_form` name any other reward.
-- Prompts: the training prompt template (rlsci.data.prompts); prompts longer than
-  prompt.max_prompt_tokens are not evaluated and counted as `prompts_dropped`.
+- Prompts: the training prompt template (rlsci.data.prompts) through the model's chat template
+  (options via prompt.chat_template_kwargs, e.g. enable_thinking=false); a base model without a
+  chat template gets plain text, said on stderr; prompts longer than prompt.max_prompt_tokens are
+  not evaluated and counted as `prompts_dropped`.
 - Paths in a suite are used as written: a relative path is relative to the CURRENT DIRECTORY
   (as in every rlsci config; run from the repository root), `bundled:NAME` is a file shipped
   with rlsci. `${paths.NAME}` interpolates the suite's `paths` table, so one command-line
@@ -47,7 +49,13 @@ from rewards.registry import load_fn, safe_grade
 from rlsci.data.config import INPUT_FORMATS
 from rlsci.data.loaders import DataError
 from rlsci.data.options import stable_int
-from rlsci.data.prompts import PromptConfig, render_prompt_ids, resolve_template
+from rlsci.data.prompts import (
+    PromptConfig,
+    has_chat_template,
+    prompt_format,
+    render_prompt_ids,
+    resolve_template,
+)
 from rlsci.eval_report import (
     EvalSummary,
     ItemRecord,
@@ -459,6 +467,8 @@ def evaluate(
         engine = model
         paths = [getattr(model, attr, None) for attr in ("model_path", "model")]  # HFEngine, VLLMEngine
         name = next((p for p in paths if isinstance(p, str)), type(model).__name__)
+    if not has_chat_template(tokenizer):  # a base model: said once, and recorded in summary.json
+        print(f"rlsci eval: model {name}: prompts are {prompt_format(tokenizer)}", file=sys.stderr)
     try:
         output = evaluate_samples(
             engine.generate, tokenizer, sets, sampling=cfg.sampling(), graders=graders, prompt=cfg.prompt,

@@ -11,7 +11,11 @@ A prompt template (YAML, default `configs/prompts/default.yaml`) has three keys:
 two never drift apart: `rewards.mcq.ANSWER_INSTRUCTION` (a last line 'Answer: X') for
 multiple choice, `rewards.reference.REFERENCE_INSTRUCTION` ('Answer: <number> <unit>') for
 free form. The user message is rendered with the tokenizer's own chat template
-(`apply_chat_template(..., add_generation_prompt=True)`), so a hub model gets its native format.
+(`apply_chat_template(..., add_generation_prompt=True, **prompt.chat_template_kwargs)`), so a hub
+model gets its native format; `chat_template_kwargs` passes template options through (Qwen3:
+`prompt.chat_template_kwargs.enable_thinking=false`). A tokenizer without a chat template (a base
+model) gets the messages as plain text instead (`plain_text`: the system message, a blank line,
+the user message, a newline); `prompt_format(tokenizer)` names which one a tokenizer gets.
 
     from rlsci.data.prompts import PromptConfig, render_prompt, filter_by_length
     text = render_prompt(sample, tokenizer, PromptConfig(system="You are a careful scientist."))
@@ -25,9 +29,9 @@ import math
 import string
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -41,6 +45,15 @@ if TYPE_CHECKING:  # transformers is heavy; only the annotations need it
 USER_FIELDS = ("question", "options", "instruction")
 OPTION_FIELDS = ("letter", "text")
 TEMPLATE_KEYS = ("system", "user", "user_free_form", "option_format")
+# apply_chat_template's own arguments, which chat_template_kwargs must not set
+RESERVED_CHAT_KWARGS = (
+    "conversation",
+    "tokenize",
+    "add_generation_prompt",
+    "return_dict",
+    "continue_final_message",
+)
+PLAIN_TEXT = "plain text (the tokenizer has no chat template)"
 
 
 @dataclass
@@ -52,16 +65,25 @@ class PromptConfig:
     system: overrides the template's system message when set; "" removes it.
     max_prompt_tokens: prompts longer than this (in tokens, chat template included) are dropped
         by `filter_by_length`, which reports every drop.
+    chat_template_kwargs: extra arguments of the tokenizer's chat template, e.g.
+        {enable_thinking: false} for Qwen3 (unused when the tokenizer has none: plain text).
     """
 
     template: str | None = None
     system: str | None = None
     max_prompt_tokens: int = 1024
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> list[str]:
         errors = []
         if self.max_prompt_tokens < 1:
             errors.append(f"prompt.max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        reserved = sorted(set(self.chat_template_kwargs) & set(RESERVED_CHAT_KWARGS))
+        if reserved:
+            errors.append(
+                f"prompt.chat_template_kwargs: {reserved} are set by rlsci itself; expected template options "
+                "such as enable_thinking"
+            )
         if self.template is not None:
             if not Path(self.template).is_file():
                 errors.append(f"prompt.template: no such file {self.template}")
@@ -81,6 +103,7 @@ class PromptTemplate:
     user: str
     user_free_form: str
     option_format: str
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)  # PromptConfig's
 
 
 DEFAULT_TEMPLATE = PromptTemplate(
@@ -137,6 +160,8 @@ def load_template(path: str | Path) -> PromptTemplate:
 def resolve_template(cfg: PromptConfig) -> PromptTemplate:
     """The template `cfg` names (or the default), with cfg.system applied."""
     template = DEFAULT_TEMPLATE if cfg.template is None else load_template(cfg.template)
+    if cfg.chat_template_kwargs:
+        template = replace(template, chat_template_kwargs=dict(cfg.chat_template_kwargs))
     if cfg.system is None:
         return template
     return replace(template, system=cfg.system or None)
@@ -151,7 +176,9 @@ def render_messages(sample: Sample, prompt: PromptConfig | PromptTemplate) -> li
         options = "\n".join(lines)
         user = template.user.format(question=sample.question, options=options, instruction=ANSWER_INSTRUCTION)
     else:
-        user = template.user_free_form.format(question=sample.question, options="", instruction=REFERENCE_INSTRUCTION)
+        user = template.user_free_form.format(
+            question=sample.question, options="", instruction=REFERENCE_INSTRUCTION
+        )
     messages = [{"role": "system", "content": template.system}] if template.system else []
     return [*messages, {"role": "user", "content": user}]
 
@@ -159,8 +186,30 @@ def render_messages(sample: Sample, prompt: PromptConfig | PromptTemplate) -> li
 def render_prompt(
     sample: Sample, tokenizer: PreTrainedTokenizerBase, prompt: PromptConfig | PromptTemplate
 ) -> str:
-    """The prompt text through the tokenizer's chat template, ending with the assistant turn's opening."""
-    return tokenizer.apply_chat_template(render_messages(sample, prompt), tokenize=False, add_generation_prompt=True)
+    """The prompt text through the tokenizer's chat template, ending with the assistant turn's
+    opening; `plain_text` of the messages when the tokenizer has no chat template (a base model)."""
+    template = prompt if isinstance(prompt, PromptTemplate) else resolve_template(prompt)
+    messages = render_messages(sample, template)
+    if not has_chat_template(tokenizer):
+        return plain_text(messages)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **template.chat_template_kwargs
+    )
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_format(tokenizer: PreTrainedTokenizerBase) -> str:
+    """How `render_prompt` renders for this tokenizer, for reports: "chat template" or PLAIN_TEXT."""
+    return "chat template" if has_chat_template(tokenizer) else PLAIN_TEXT
+
+
+def plain_text(messages: Sequence[dict[str, str]]) -> str:
+    """The prompt of a model without a chat template: the messages' texts, a blank line apart,
+    and a newline after the last (the model continues with its answer)."""
+    return "\n\n".join(m["content"] for m in messages) + "\n"
 
 
 def render_prompt_ids(
