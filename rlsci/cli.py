@@ -20,6 +20,7 @@ COMMANDS = {
     "data": "rlsci.commands.data",
     "eval": "rlsci.commands.eval",
     "train": "rlsci.commands.train",
+    "report": "rlsci.commands.report",
 }
 
 
