@@ -29,6 +29,10 @@ Endpoints (JSON in and out; errors are {"detail": message naming the field}):
                       415 a Content-Type other than application/json, 422 a missing or mistyped
                       field (e.g. "items[3].response", "items[0].sample.answer"), 503 no reward
                       worker running (retry later).
+    POST /openrlhf/v1/reward[/NAME]
+                      OpenRLHF's remote reward protocol (rewards.openrlhf_compat) for the reward
+                      NAME ("default" when not given): {"query", "prompts", "labels"} ->
+                      {"rewards", "scores", "extra_logs", "info"}; same limits and errors
     GET  /v1/rewards  the served names
     GET|HEAD /healthz the pool's state: status ok | degraded | broken (503), workers, workers_alive,
                       detail (never needs the token)
@@ -36,7 +40,8 @@ Endpoints (JSON in and out; errors are {"detail": message naming the field}):
                       latency histogram, items graded by reward, item errors by kind (exception,
                       timeout, crash, internal), worker restarts and recycles
 Auth: with `reward.server.token` set, every endpoint but /healthz needs
-`Authorization: Bearer <token>`. The server binds 127.0.0.1 by default and refuses to bind any
+`Authorization: Bearer <token>` (the OpenRLHF route also takes the token as the password of
+`Authorization: Basic`, which OpenRLHF sends for a url "http://rlsci:TOKEN@host:port/..."). The server binds 127.0.0.1 by default and refuses to bind any
 other address without a token.
 """
 
@@ -55,10 +60,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rewards.base import RewardFn, RewardResult, Sample
+from rewards.columns import NEEDS_OPTIONS
 from rewards.config import RewardConfig
+from rewards.openrlhf_compat import encode_openrlhf, parse_openrlhf_request
 from rewards.pool import RewardPool, RewardSpec
 from rewards.registry import BUILTINS, build_reward, is_builtin, list_rewards, load_fn, safe_grade
-from rewards.server_http import CLIENT_GONE, Gate, Metrics, header_timeout_protocol
+from rewards.server_http import CLIENT_GONE, OPENRLHF_PATH, Gate, Metrics, header_timeout_protocol
 from rewards.server_request import (
     RequestError,
     check_content_type,
@@ -113,23 +120,32 @@ class _Grader:
         self.max_chars = cfg.server.max_graded_chars
         self.metrics = metrics
 
-    def parse(self, body: bytes) -> tuple[ServedReward, list[tuple[str, Sample]]]:
-        name, items = parse_grade_request(body, self.max_batch)
+    def entry(self, name: str) -> ServedReward:
         entry = self.table.get(name)
         if entry is None:
             raise RequestError(404, f"unknown reward {name!r}; this server serves {sorted(self.table)}")
-        return entry, items
+        return entry
 
-    def grade_inline(self, entry: ServedReward, items: list[tuple[str, Sample]]) -> bytes:
+    def parse(self, body: bytes) -> tuple[ServedReward, list[tuple[str, Sample]]]:
+        name, items = parse_grade_request(body, self.max_batch)
+        return self.entry(name), items
+
+    def parse_openrlhf(self, name: str, body: bytes) -> tuple[ServedReward, list[tuple[str, Sample]]]:
+        entry = self.entry(name)
+        return entry, parse_openrlhf_request(body, self.max_batch, needs_options=_needs_options(entry))
+
+    def grade_inline(self, entry: ServedReward, items: list[tuple[str, Sample]]) -> list[RewardResult]:
         # Only the tail is graded: one regex over a 10 MB response would hold the GIL, and so
         # every other request, for seconds.
         results = [safe_grade(entry.fn, graded_tail(r, self.max_chars), sample) for r, sample in items]
         self.metrics.observe_items(entry.name, len(results), sum(r.error is not None for r in results))
-        return encode_results(results)
+        return results
 
-    def finish_pooled(self, entry: ServedReward, results: list[RewardResult]) -> bytes:
-        self.metrics.observe_items(entry.name, len(results), 0)  # the pool counts its own errors
-        return encode_results(results)
+
+def _needs_options(entry: ServedReward) -> bool:
+    """Whether the reward grades a letter among options (OpenRLHF labels may leave them to the prompt)."""
+    spec = entry.spec if isinstance(entry.spec, str) else entry.spec.resolved_terms()[0].fn
+    return spec in NEEDS_OPTIONS
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -219,24 +235,35 @@ def _make_app(cfg: RewardConfig, table: dict[str, ServedReward], pool: RewardPoo
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
-    @app.post("/v1/grade")
-    async def grade(request: Request) -> Response:
-        # CPU work runs in worker threads so that the event loop keeps reading other requests;
-        # a pooled reward is awaited without holding a thread (it may wait out its timeouts).
+    async def answer(request: Request, parse, encode) -> Response:
+        """Read, parse (`parse(body) -> (entry, items)`), grade and encode one request.
+        CPU work runs in worker threads so that the event loop keeps reading other requests;
+        a pooled reward is awaited without holding a thread (it may wait out its timeouts)."""
         check_content_type(request.headers.get("content-type"))
         async with in_flight:
             body = await _read_body(request, cfg.server.max_body_bytes)
-            entry, items = await run_in_threadpool(grader.parse, body)
+            entry, items = await run_in_threadpool(parse, body)
             del body
             if entry.fn is not None:
-                payload = await run_in_threadpool(grader.grade_inline, entry, items)
+                results = await run_in_threadpool(grader.grade_inline, entry, items)
             else:
                 results = await _grade_pooled(request, pool, entry, items)
                 if results is None:
                     request.scope["rlsci.status"] = CLIENT_GONE  # for /metrics; nobody reads it
                     return Response(status_code=CLIENT_GONE)
-                payload = await run_in_threadpool(grader.finish_pooled, entry, results)
+                metrics.observe_items(entry.name, len(results), 0)  # the pool counts its own errors
+            payload = await run_in_threadpool(encode, results)
         return Response(payload, media_type="application/json")
+
+    @app.post("/v1/grade")
+    async def grade(request: Request) -> Response:
+        return await answer(request, grader.parse, encode_results)
+
+    @app.post(OPENRLHF_PATH)
+    @app.post(OPENRLHF_PATH + "/{name}")
+    async def openrlhf_reward(request: Request, name: str = "default") -> Response:
+        # OpenRLHF's remote reward protocol (rewards.openrlhf_compat); the reward is named in the path
+        return await answer(request, lambda body: grader.parse_openrlhf(name, body), encode_openrlhf)
 
     @app.get("/v1/rewards")
     async def rewards_list() -> dict:

@@ -9,6 +9,7 @@ and a uvicorn protocol that closes connections whose request headers never finis
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hmac
 import threading
@@ -18,7 +19,8 @@ from fastapi.responses import JSONResponse
 
 from rewards.pool import PoolStats
 
-ENDPOINTS = ("/v1/grade", "/v1/rewards", "/healthz", "/metrics")
+OPENRLHF_PATH = "/openrlhf/v1/reward"  # OpenRLHF's remote reward protocol, optionally + "/NAME"
+ENDPOINTS = ("/v1/grade", OPENRLHF_PATH, "/v1/rewards", "/healthz", "/metrics")
 OPEN_PATHS = ("/healthz",)  # answered without the token (liveness probes)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CLIENT_GONE = 499  # recorded (never sent) for a request whose client hung up before its answer
@@ -133,8 +135,9 @@ class Gate:
             await send(message)
 
         path = scope["path"]
+        openrlhf = path == OPENRLHF_PATH or path.startswith(OPENRLHF_PATH + "/")
         try:
-            if self.token is None or path in OPEN_PATHS or self._authorized(scope):
+            if self.token is None or path in OPEN_PATHS or self._authorized(scope, basic=openrlhf):
                 await self.app(scope, receive, send_and_record)
             else:
                 reply = JSONResponse(
@@ -144,15 +147,22 @@ class Gate:
                 )
                 await reply(scope, receive, send_and_record)
         finally:
-            endpoint = path if path in ENDPOINTS else "other"
+            endpoint = OPENRLHF_PATH if openrlhf else path if path in ENDPOINTS else "other"
             self.metrics.observe_request(
                 endpoint, scope.get("rlsci.status", status), time.perf_counter() - start
             )
 
-    def _authorized(self, scope) -> bool:
+    def _authorized(self, scope, basic: bool) -> bool:
+        """Bearer <token>; with `basic`, also Basic base64(<any user>:<token>) (a url's userinfo)."""
         for key, value in scope["headers"]:
             if key == b"authorization":
                 scheme, _, token = value.strip().partition(b" ")
+                if basic and scheme.lower() == b"basic":
+                    try:
+                        token = base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+                    except ValueError:
+                        return False
+                    return hmac.compare_digest(token, self.token)
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.token)
         return False
 

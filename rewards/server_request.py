@@ -2,6 +2,7 @@
 the JSON answer. Pure functions, no web framework (tested without a server).
 
     parse_grade_request(body, max_batch) -> (reward name, [(response, Sample)])   or RequestError
+    load_json_object(body) -> dict                                                or RequestError
     encode_results([RewardResult]) -> bytes
     graded_tail(response, max_chars) -> the end of a long response, as the built-in graders see it
 """
@@ -39,14 +40,7 @@ def parse_grade_request(body: bytes, max_batch: int) -> tuple[str, list[tuple[st
 
     Raises RequestError: 400 for malformed JSON, 413 for more than `max_batch` items, 422 for
     a missing or mistyped field, named by its path (e.g. "items[3].sample.options")."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"malformed JSON body: {exc}") from None
-    except RecursionError:  # "[[[[...": a few kB of nesting exhaust the parser's stack
-        raise RequestError(400, "malformed JSON body: nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise RequestError(422, f"body: expected a JSON object, got {json_type(payload)}")
+    payload = load_json_object(body)
     reward = payload.get("reward", "default")
     if not isinstance(reward, str):
         raise RequestError(422, f"reward: expected a string, got {json_type(reward)}")
@@ -60,6 +54,19 @@ def parse_grade_request(body: bytes, max_batch: int) -> tuple[str, list[tuple[st
             413, f"items: {len(items)} items in one request; the limit is reward.server.max_batch={max_batch}"
         )
     return reward, [_parse_item(item, i) for i, item in enumerate(items)]
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; RequestError 400 for malformed JSON, 422 for another type."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:  # "[[[[...": a few kB of nesting exhaust the parser's stack
+        raise RequestError(400, "malformed JSON body: nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise RequestError(422, f"body: expected a JSON object, got {json_type(payload)}")
+    return payload
 
 
 def _parse_item(item: Any, i: int) -> tuple[str, Sample]:
