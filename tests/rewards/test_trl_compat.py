@@ -106,7 +106,7 @@ def test_conversational_completions_and_options_from_the_prompt():
         [  # a tool call: only the assistant's text is graded
             {"role": "assistant", "content": "Let me check."},
             {"role": "tool", "content": "Answer: B"},
-            {"role": "assistant", "content": "Answer: C"},
+            {"role": "assistant", "content": "I am not sure."},
         ],
     ]
     rewards = trl_call(rlsci_reward("mcq_strict"), prompts, completions, answer=["B", "B", "B"])
@@ -195,6 +195,7 @@ def test_real_grpo_trainer_logs_rlsci_grades(tmp_path):
     assert done.returncode == 0, f"{script.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["trl_rewards"] == report["rlsci_rewards"], report
+    assert report["trl_logged_mean"] == [sum(report["rlsci_rewards"]) / len(report["rlsci_rewards"])]
     assert len(report["trl_rewards"]) >= 8 and 0 < sum(report["trl_rewards"]) < len(report["trl_rewards"]), (
         f"want a mix of right and wrong completions to compare: {report}"
     )
