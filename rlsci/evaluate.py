@@ -399,10 +399,11 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
                 f"model {text!r}: the folder holds no loadable tokenizer (expected a model folder with "
                 f"config.json and the tokenizer files). {type(exc).__name__}: {exc}"
             ) from exc
-    if path.exists() or not _HUB_ID.fullmatch(text):
+    if path.exists() or not _HUB_ID.fullmatch(text) or Path(text.split("/")[0]).is_dir():
+        # org/name whose `org` is a local folder is a mistyped path: fail now, not after hub retries
         raise EvalError(
-            f"model {text!r}: no model directory there (expected a folder with config.json and the "
-            f"tokenizer, or a Hugging Face hub id org/name)"
+            f"model {text!r}: no model directory there{_close_folders(path)} (expected a folder with "
+            f"config.json and the tokenizer, or a Hugging Face hub id org/name)"
         )
     try:
         return AutoTokenizer.from_pretrained(text)
@@ -412,6 +413,18 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
             f"(no network or no such repository?); download it where the hub is reachable and pass the "
             f"folder. {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _close_folders(path: Path) -> str:
+    """' (did you mean ...?)' naming folders next to a missing `path` with a similar name."""
+    import difflib
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return f" ({parent} does not exist either)"
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(str(parent / n) for n in close)}?)" if close else ""
 
 
 def evaluate(

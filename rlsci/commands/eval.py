@@ -6,8 +6,9 @@
     rlsci eval --model runs/x/checkpoints/step_000100/hf --suite S --run-dir runs/x --step 100
 
 Writes OUT/items.parquet, OUT/summary.json and OUT/summary.md (default OUT:
-runs/eval/<suite name>/<model folder name>), or with --run-dir/--step the run directory's
-eval/step_XXXXXX.parquet and eval/summary.jsonl. Trailing `key=value` arguments, after all the
+runs/eval/<suite name>/<model path, '/' written '--'>, e.g. runs/eval/smoke/ck--step_100--hf, so
+two checkpoints never share a folder; results already there are kept unless --overwrite), or with
+--run-dir/--step the run directory's eval/step_XXXXXX.parquet and eval/summary.jsonl. Trailing `key=value` arguments, after all the
 options, override the suite (generation.max_tokens=64, max_samples=20, paths.benchmarks=/data/bench,
 engine_kwargs.max_model_len=4096, ...).
 Exit status: 0 done, 1 the model or a benchmark could not be read, 2 invalid suite or arguments.
@@ -16,9 +17,11 @@ Exit status: 0 done, 1 the model or a benchmark could not be read, 2 invalid sui
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+OUT_FILES = ("items.parquet", "summary.json", "summary.md")
 HELP = "evaluate a model on a benchmark suite: accuracy per benchmark and per domain"
 
 
@@ -26,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a local model folder or a Hugging Face hub id")
     parser.add_argument("--suite", required=True, type=Path, help="suite YAML, e.g. configs/eval/smoke.yaml")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default runs/eval/<suite>/<model>)"
+        "--out", type=Path, default=None, help="output folder (default runs/eval/<suite>/<model path>)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results already in the output folder"
     )
     parser.add_argument(
         "--engine", choices=("hf", "vllm"), default=None, help="rollout engine (default: the suite's)"
@@ -40,6 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="suite overrides (before or after the options)"
     )
+
+
+def default_out(model: str, suite: str) -> Path:
+    """runs/eval/<suite>/<model path>: the path as given (made relative to the current directory
+    when inside it), its parts joined by '--' ('..' written 'up'), so each checkpoint has its folder."""
+    path = Path(os.path.normpath(Path(model).expanduser()))
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    parts = ["up" if p == ".." else p for p in path.parts if p not in ("/", "")]
+    return Path("runs") / "eval" / suite / ("--".join(parts) or "model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +78,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = args.out
     if out is None and args.run_dir is None:
-        out = Path("runs") / "eval" / suite.name / Path(args.model.rstrip("/")).name
+        out = default_out(args.model, suite.name)
+    existing = [] if out is None else [out / f for f in OUT_FILES if (out / f).exists()]
+    if existing and not args.overwrite:
+        print(
+            f"rlsci eval: {out} already holds results ({', '.join(p.name for p in existing)}); pass --overwrite "
+            "to replace them, or --out for another folder",
+            file=sys.stderr,
+        )
+        return 2
     try:
         summary = evaluate(
             args.model, suite, out, run_dir=args.run_dir, step=args.step, progress=not args.no_progress

@@ -3,6 +3,7 @@ traceable outputs. A micro model built on the spot; bundled benchmark files only
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -60,3 +61,44 @@ def test_chat_template_kwargs_reach_the_template(model_dir):
     suite = load_suite_config(SMOKE, ["prompt.chat_template_kwargs.enable_thinking=false"])
     assert suite.prompt.chat_template_kwargs == {"enable_thinking": False}
     assert "set by rlsci itself" in PromptConfig(chat_template_kwargs={"tokenize": True}).validate()[0]
+
+
+def test_default_output_is_unique_per_checkpoint_and_never_overwritten(
+    model_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    for step in ("step_100", "step_200"):
+        shutil.copytree(model_dir, tmp_path / "ck" / step / "hf")
+        assert main(["eval", "--model", f"ck/{step}/hf", "--suite", str(SMOKE), *FAST]) == 0
+        assert f"runs/eval/smoke/ck--{step}--hf/summary.json" in capsys.readouterr().out
+    first = tmp_path / "runs" / "eval" / "smoke" / "ck--step_100--hf"
+    assert sorted(p.name for p in first.iterdir()) == ["items.parquet", "summary.json", "summary.md"]
+    assert (tmp_path / "runs" / "eval" / "smoke" / "ck--step_200--hf" / "summary.json").is_file()
+
+    before = (first / "summary.json").read_text()
+    assert (
+        main(["eval", "--model", "ck/step_100/hf", "--suite", str(SMOKE), *FAST, "generation.max_tokens=2"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"{Path('runs/eval/smoke/ck--step_100--hf')} already holds results" in err and "--overwrite" in err
+    assert (first / "summary.json").read_text() == before
+    args = ["eval", "--model", "ck/step_100/hf", "--suite", str(SMOKE), *FAST, "generation.max_tokens=2"]
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads((first / "summary.json").read_text())["max_tokens"] == 2
+
+
+def test_mistyped_local_path_fails_at_once(model_dir, tmp_path, monkeypatch, capsys):
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"the hub was asked for {args}")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "models" / "tiny").mkdir(parents=True)
+    # `runs/tiny` looks like a hub id org/name, but runs/ is a local folder: a mistyped path
+    for typo, hint in (("runs/tiny", ""), ("runs/modls/tiny", " (runs/modls does not exist either)"),
+                       ("runs/models/tiyn", " (did you mean runs/models/tiny?)")):  # fmt: skip
+        assert main(["eval", "--model", typo, "--suite", str(SMOKE), *FAST]) == 1
+        assert f"model {typo!r}: no model directory there{hint} (expected a folder" in capsys.readouterr().err
