@@ -185,6 +185,9 @@ def test_openrlhf_clients_send_the_token_from_the_url(server):
     status, answer = asyncio.run(with_aiohttp())
     assert (status, answer["rewards"]) == (200, [1.0])
     assert requests.post(url.replace(TOKEN, "nope"), json=body, timeout=30).status_code == 401
+    metrics = httpx.get(server + "/metrics", headers=AUTH).text
+    assert 'rlsci_reward_requests_total{endpoint="/openrlhf/v1/reward",status="200"}' in metrics
+    assert 'rlsci_reward_requests_total{endpoint="/openrlhf/v1/reward",status="401"}' in metrics
 
 
 def test_parse_openrlhf_request_recovers_the_response():

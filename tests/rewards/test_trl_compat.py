@@ -200,3 +200,14 @@ def test_real_grpo_trainer_logs_rlsci_grades(tmp_path):
         f"want a mix of right and wrong completions to compare: {report}"
     )
     print(f"trl {report['trl_version']} ({sys.executable} ran the test)", report["trl_rewards"])
+
+
+def test_the_adapters_never_import_rlsci():
+    """`rewards` is usable without the trainer (DESIGN.md): importing the TRL and OpenRLHF
+    adapters and the server loads no `rlsci` module."""
+    code = (
+        "import sys, rewards.trl_compat, rewards.openrlhf_compat, rewards.server; "
+        "print([m for m in sys.modules if m == 'rlsci' or m.startswith('rlsci.')])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
