@@ -28,7 +28,10 @@ Answer positions: `gold_positions` counts the gold letter once per multiple-choi
 list every letter up to the largest option count of the benchmark, zeros included. Free-form
 questions are left out of both. `extracted_by` counts the rule that gave each row's answer
 ("none" when no answer was found). `macro` averages each metric over benchmarks (every benchmark
-weighs the same, whatever its size).
+weighs the same, whatever its size; `macro_of` lists them). `chance` is the accuracy of a uniform
+guess (mean of 1/n_options), `acc_ci95` a 95% normal interval (`acc_interval`: questions of one
+`group`, GPQA-Aug's rotations, count as one observation), `n_total` the questions before a
+max_samples subset.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,9 @@ class ItemRecord:
     response_len: int  # tokens
     finish_reason: str  # stop | length
     response: str
+    question: str = ""  # the question text, so a row can be read and re-graded (rlsci grade)
+    options: str = "{}"  # the options as JSON {letter: text}; {} for a free-form question
+    group: str = ""  # questions sharing it are one for the 95% interval (GPQA-Aug's rotations); "": id
 
 
 ITEM_SCHEMA = pa.schema(
@@ -97,6 +103,9 @@ ITEM_SCHEMA = pa.schema(
         ("response_len", pa.int32()),
         ("finish_reason", pa.string()),
         ("response", pa.string()),
+        ("question", pa.string()),
+        ("options", pa.string()),
+        ("group", pa.string()),
     ]
 )
 
@@ -131,6 +140,9 @@ class BenchmarkResult:
     extracted_by: dict[str, int]
     prompts_dropped: int  # prompts longer than prompt.max_prompt_tokens, not evaluated
     rows_skipped: int  # bad rows dropped when the file was read (on_bad_row: skip)
+    chance: float = 0.0  # accuracy of a uniform guess: mean of 1/n_options (free form: 0)
+    acc_ci95: tuple[float, float] = (0.0, 1.0)  # normal interval over question groups (acc_interval)
+    n_total: int | None = None  # questions in the file before max_samples; None: not recorded
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON; when k > 1 the sampled metrics appear as mean@k, maj@k and pass@k."""
@@ -163,6 +175,7 @@ class EvalSummary:
     max_tokens: int
     step: int | None
     benchmarks: tuple[BenchmarkResult, ...]
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)  # how it ran (evaluate())
 
     @property
     def macro(self) -> dict[str, float]:
@@ -185,8 +198,10 @@ class EvalSummary:
             "k": self.k,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
+            "settings": self.settings,
             "benchmarks": {b.label: b.to_dict() for b in self.benchmarks},
             "macro": self.macro,
+            "macro_of": [b.label for b in self.benchmarks],  # the benchmarks the macro average mixes
         }
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
@@ -261,6 +276,7 @@ def summarize_benchmark(
     *,
     prompts_dropped: int = 0,
     rows_skipped: int = 0,
+    n_total: int | None = None,
 ) -> BenchmarkResult:
     """The metrics of the module docstring over the rows of one benchmark (n questions x k)."""
     if not records:
@@ -284,6 +300,7 @@ def summarize_benchmark(
     letter_set = letters(max((q[0].n_options for q in mcq), default=0))
     gold = Counter(q[0].gold for q in mcq)
     pred = Counter(r.pred for q in mcq for r in q if r.pred is not None)
+    chance = sum(1 / q[0].n_options for q in mcq) / len(questions)
     return BenchmarkResult(
         label=label,
         name=name,
@@ -304,7 +321,25 @@ def summarize_benchmark(
         extracted_by=dict(Counter(r.extracted_by or "none" for r in records).most_common()),
         prompts_dropped=prompts_dropped,
         rows_skipped=rows_skipped,
+        chance=chance,
+        acc_ci95=acc_interval(questions),
+        n_total=n_total,
     )
+
+
+def acc_interval(questions: Sequence[Sequence[ItemRecord]]) -> tuple[float, float]:
+    """95% interval of acc: questions sharing `group` (GPQA-Aug's 4 rotations) form one cluster
+    whose mean correctness x_c is one observation; mean ± 1.96 · sd(x_c) / sqrt(C) over the C
+    clusters (sd with C - 1), clipped to [0, 1]; (0, 1) when C < 2."""
+    clusters: dict[str, list[bool]] = {}
+    for q in questions:
+        clusters.setdefault(q[0].group or q[0].id, []).extend(r.correct is True for r in q)
+    x = [sum(c) / len(c) for c in clusters.values()]
+    if len(x) < 2:
+        return (0.0, 1.0)
+    mean = sum(x) / len(x)
+    half = 1.96 * math.sqrt(sum((v - mean) ** 2 for v in x) / (len(x) - 1) / len(x))
+    return (max(mean - half, 0.0), min(mean + half, 1.0))
 
 
 def _histogram(counts: Counter[str], letter_set: str) -> dict[str, int]:
@@ -382,7 +417,7 @@ def format_markdown(summary: EvalSummary) -> str:
         "",
     ]
     sampled = [f"maj@{k}", f"pass@{k}"] if k > 1 else []
-    header = ["benchmark", "n", "acc", *sampled, "extractable", "format ok", "truncated", "mean len",
+    header = ["benchmark", "n", "acc", "95% CI", "chance", *sampled, "extractable", "format ok", "truncated", "mean len",
               "dropped"]  # fmt: skip
     lines += [_row(header), _row(["---"] * len(header))]
     for b in summary.benchmarks:
@@ -390,13 +425,22 @@ def format_markdown(summary: EvalSummary) -> str:
         dropped = (
             f"{b.prompts_dropped} long, {b.rows_skipped} bad" if b.prompts_dropped or b.rows_skipped else "0"
         )
-        lines.append(_row([b.label, str(b.n), _pct(b.acc), *extra, _pct(b.extractability), _pct(b.format_ok),
+        ci = f"{_pct(b.acc_ci95[0])}–{_pct(b.acc_ci95[1])}"
+        lines.append(_row([b.label, str(b.n), _pct(b.acc), ci, _pct(b.chance), *extra, _pct(b.extractability), _pct(b.format_ok),
                            _pct(b.truncation), f"{b.response_len:.1f}", dropped]))  # fmt: skip
     if summary.benchmarks:
         m = summary.macro
         extra = [_pct(m[f"maj@{k}"]), _pct(m[f"pass@{k}"])] if k > 1 else []
-        lines.append(_row(["**macro average**", "", _pct(m["acc"]), *extra, _pct(m["extractability"]),
+        lines.append(_row(["**macro average**", "", _pct(m["acc"]), "", "", *extra, _pct(m["extractability"]),
                            _pct(m["format_ok"]), _pct(m["truncation"]), f"{m['response_len']:.1f}", ""]))  # fmt: skip
+
+        lines += [
+            "",
+            f"The macro average weighs each of {', '.join(b.label for b in summary.benchmarks)} the same.",
+        ]
+    subsets = [f"{b.label} {b.n} of {b.n_total}" for b in summary.benchmarks if b.n_total not in (None, b.n)]
+    if subsets:
+        lines += ["", f"Subsets (max_samples), not full runs: {', '.join(subsets)} questions."]
 
     domain_header = ["benchmark", "domain", "n", "acc", *([f"maj@{k}"] if k > 1 else [])]
     lines += ["", "## Accuracy by domain", "", _row(domain_header), _row(["---"] * len(domain_header))]

@@ -36,10 +36,11 @@ a line of flat metrics appended to run_dir/eval/summary.jsonl.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -215,6 +216,7 @@ class EvalSet:
     name: str  # the converter / format it was read with
     samples: tuple[Sample, ...]
     rows_skipped: int = 0  # bad rows dropped while reading (on_bad_row: skip)
+    n_total: int | None = None  # questions before the max_samples subset
 
 
 def load_eval_sets(suite: EvalSuiteConfig) -> list[EvalSet]:
@@ -239,8 +241,9 @@ def load_eval_sets(suite: EvalSuiteConfig) -> list[EvalSet]:
             errors.append(f"benchmarks[{i}] ({label}), path {b.path!r}{where}: {exc}")
             continue
         caps = [n for n in (b.max_samples, suite.max_samples) if n is not None]
+        total = len(samples)
         samples = subset(samples, min(caps) if caps else None, suite.seed)
-        sets.append(EvalSet(label, b.name, tuple(samples), result.report.rows_skipped))
+        sets.append(EvalSet(label, b.name, tuple(samples), result.report.rows_skipped, total))
     if errors:
         raise EvalError("cannot read the benchmarks of the suite:\n" + "\n".join(f"  - {e}" for e in errors))
     return sets
@@ -327,7 +330,8 @@ def evaluate_samples(
                 bar.advance(task, len(chunk))
             results.append(
                 summarize_benchmark(s.label, s.name, rows, sampling.n,
-                                    prompts_dropped=len(s.samples) - len(kept), rows_skipped=s.rows_skipped)
+                                    prompts_dropped=len(s.samples) - len(kept), rows_skipped=s.rows_skipped,
+                                    n_total=s.n_total)
             )  # fmt: skip
             records += rows
     summary = EvalSummary(
@@ -367,6 +371,9 @@ def _record(label: str, sample: Sample, c: Completion, graders: Graders) -> Item
         response_len=len(c.response_ids),
         finish_reason=c.finish_reason,
         response=c.response_text,
+        question=sample.question,
+        options=json.dumps(sample.options, ensure_ascii=False),
+        group=str(sample.meta.get("base_id") or sample.id),  # GPQA-Aug: its 4 rotations are one question
     )
 
 
@@ -437,6 +444,7 @@ def evaluate(
     step: int | None = None,
     sets: Sequence[EvalSet] | None = None,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> EvalSummary:
     """Evaluate `model` on `suite` and write the reports.
 
@@ -447,6 +455,7 @@ def evaluate(
     out_dir: items.parquet, summary.json, summary.md go here (None: not written).
     run_dir, step: training-time validation files in the run directory (both or neither).
     sets: the suite's benchmarks already loaded by load_eval_sets (default: loaded now).
+    overrides: the command line's key=value overrides, recorded in summary.json's settings.
     """
     if (run_dir is None) != (step is None):
         raise EvalError("evaluate: run_dir and step go together (training-time validation files)")
@@ -491,12 +500,43 @@ def evaluate(
     finally:
         if owned:
             engine.shutdown()
+    output = replace(
+        output, summary=replace(output.summary, settings=_settings(cfg, owned, engine, tokenizer, overrides))
+    )
     if out_dir is not None:
         write_items(output.records, Path(out_dir) / "items.parquet", step=step)
         write_summary(output.summary, out_dir)
     if run_dir is not None:
         append_run_eval(run_dir, step, output.records, output.summary)
     return output.summary
+
+
+def _settings(
+    cfg: EvalSuiteConfig, owned: bool, engine: Any, tokenizer: Any, overrides: Sequence[str]
+) -> dict[str, Any]:
+    """How the evaluation ran, for summary.json: enough to trace and repeat it."""
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        rlsci_version = version("rlsci")
+    except PackageNotFoundError:
+        rlsci_version = "unknown"
+    default = "float32" if cfg.engine == "hf" else "auto"  # HFEngine's and vLLM's defaults
+    dtype = cfg.engine_kwargs.get("dtype", default) if owned else getattr(engine, "dtype", None)
+    return {
+        "engine": cfg.engine if owned else type(engine).__name__,
+        "engine_kwargs": dict(cfg.engine_kwargs) if owned else {},
+        "dtype": None if dtype is None else str(dtype),
+        "seed": cfg.seed,
+        "generation": asdict(cfg.generation),
+        "max_samples": cfg.max_samples,
+        "prompt": asdict(cfg.prompt) | {"format": prompt_format(tokenizer)},
+        "grader": asdict(cfg.grader),
+        "overrides": list(overrides),
+        "rlsci_version": rlsci_version,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def print_summary(summary: EvalSummary, stream=None) -> None:

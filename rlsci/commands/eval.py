@@ -89,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = evaluate(
-            args.model, suite, out, run_dir=args.run_dir, step=args.step, progress=not args.no_progress
+            args.model,
+            suite,
+            out,
+            run_dir=args.run_dir,
+            step=args.step,
+            progress=not args.no_progress,
+            overrides=overrides,
         )
     except (EvalError, DataError) as exc:
         print(f"rlsci eval: {exc}", file=sys.stderr)

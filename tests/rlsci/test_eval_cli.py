@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -102,3 +103,58 @@ def test_mistyped_local_path_fails_at_once(model_dir, tmp_path, monkeypatch, cap
                        ("runs/models/tiyn", " (did you mean runs/models/tiny?)")):  # fmt: skip
         assert main(["eval", "--model", typo, "--suite", str(SMOKE), *FAST]) == 1
         assert f"model {typo!r}: no model directory there{hint} (expected a folder" in capsys.readouterr().err
+
+
+def test_outputs_can_be_traced_and_regraded(model_dir, tmp_path):
+    from rlsci.data.build import load_any
+    from rlsci.evaluate import EvalGraderConfig, build_graders
+
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(model_dir), "--suite", str(SMOKE), "--out", str(out), *FAST]) == 0
+    rows = pq.read_table(out / "items.parquet").to_pylist()
+    samples = {
+        s.id: s for s in load_eval_sets(load_suite_config(SMOKE, ["only=[wildsci_sample]"]))[0].samples
+    }
+    graders = build_graders(EvalGraderConfig())
+    for row in rows:  # the row alone is enough to read the question and grade the response again
+        sample = samples[row["id"]]
+        assert (row["question"], json.loads(row["options"])) == (sample.question, sample.options)
+        again = graders.grade(row["response"], sample)
+        assert (again.pred, again.correct) == (row["pred"], row["correct"])
+    summary = json.loads((out / "summary.json").read_text())
+    settings = summary["settings"]
+    assert (settings["engine"], settings["dtype"], settings["seed"]) == ("hf", "float32", 0)
+    assert settings["overrides"] == ["generation.max_tokens=4", "only=[wildsci_sample]", "max_samples=3"]
+    assert settings["prompt"]["format"] == "chat template" and settings["grader"] == {
+        "mcq": "mcq",
+        "free_form": "reference",
+    }
+    assert settings["rlsci_version"] and settings["time"].startswith("20") and settings["max_samples"] == 3
+    bench = summary["benchmarks"]["wildsci_sample"]
+    whole = load_any("bundled:wildsci_sample", format="wildsci").samples
+    assert (bench["n"], bench["n_total"]) == (3, len(whole))  # a subset says so
+    assert bench["chance"] == pytest.approx(0.1)  # 10 options each
+    assert summary["macro_of"] == ["wildsci_sample"]
+    md = (out / "summary.md").read_text()
+    assert "| benchmark | n | acc | 95% CI | chance |" in md and "| 10.0 |" in md
+    assert f"Subsets (max_samples), not full runs: wildsci_sample 3 of {len(whole)} questions." in md
+    assert "The macro average weighs each of wildsci_sample the same." in md
+
+
+def test_interval_groups_gpqa_rotations():
+    from rlsci.eval_report import ItemRecord, acc_interval
+
+    def row(qid: str, group: str, correct: bool) -> list[ItemRecord]:
+        return [ItemRecord(benchmark="b", source="s", id=qid, domain="d", subdomain="", sample=0, n_options=4,
+                           gold="A", pred="A", correct=correct, score=float(correct), extracted_by="x",
+                           format_ok=True, error=None, prompt_len=1, response_len=1, finish_reason="stop",
+                           response="", group=group)]  # fmt: skip
+
+    # two questions x 4 rotations: q1 right 4/4 (x = 1), q2 right 1/4 (x = 0.25); mean 0.625,
+    # sd = sqrt(((0.375)^2 + (0.375)^2) / 1) = 0.5303, half = 1.96 * 0.5303 / sqrt(2) = 0.735
+    rows = [row(f"q1:r{r}", "q1", True) for r in range(4)] + [row(f"q2:r{r}", "q2", r == 0) for r in range(4)]
+    assert acc_interval(rows) == pytest.approx((0.0, 1.0))  # 0.625 ± 0.735, clipped
+    # the same 8 rows as 8 independent questions: mean 0.625, sd = sqrt(8 * 0.625 * 0.375 / 7) = 0.5175,
+    # half = 1.96 * 0.5175 / sqrt(8) = 0.3586
+    ungrouped = [[replace(r[0], group="")] for r in rows]
+    assert acc_interval(ungrouped) == pytest.approx((0.625 - 0.3586, 0.625 + 0.3586), abs=1e-4)

@@ -186,9 +186,12 @@ def test_flat_metrics_and_markdown(tokenizer, tmp_path):
         "maj@3": 0.5,
     }
     md = md_path.read_text()
-    # benchmark, n, acc, maj@3, pass@3, extractable, format ok, truncated, mean len, dropped
-    assert "| mcq | 5 | 33.3 | 60.0 | 60.0 | 66.7 | 60.0 | 33.3 | 6.0 | 0 |" in md
-    assert "| free | 1 | 66.7 | 100.0 | 100.0 | 100.0 |" in md
+    # benchmark, n, acc, 95% CI, chance, maj@3, pass@3, extractable, format ok, truncated, mean len, dropped.
+    # CI of mcq: question means 2/3, 0, 0, 2/3, 1/3: mean 1/3, sd sqrt((4/9) / 4) = 1/3,
+    # 1/3 ± 1.96 (1/3) / sqrt(5) = 1/3 ± 0.2922 -> 4.1–62.6; free has one question: 0–100.
+    # Chance: 4 options -> 25.0; free form -> 0.
+    assert "| mcq | 5 | 33.3 | 4.1–62.6 | 25.0 | 60.0 | 60.0 | 66.7 | 60.0 | 33.3 | 6.0 | 0 |" in md
+    assert "| free | 1 | 66.7 | 0.0–100.0 | 0.0 | 100.0 | 100.0 | 100.0 |" in md
     assert "| gold | 1 | 2 | 1 | 1 |" in md and "| predicted | 4 | 2 | 1 | 3 |" in md
 
 
