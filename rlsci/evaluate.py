@@ -471,7 +471,9 @@ def evaluate(
         from rollouts import build_engine
 
         try:
-            engine = build_engine(cfg.engine, model=str(model), seed=cfg.generation.seed, **cfg.engine_kwargs)
+            engine = build_engine(
+                cfg.engine, model=str(model), seed=cfg.generation.seed, **engine_kwargs(cfg)
+            )
         except TypeError as exc:
             if "unexpected keyword argument" not in str(exc):
                 raise
@@ -511,6 +513,17 @@ def evaluate(
     return output.summary
 
 
+def engine_kwargs(cfg: EvalSuiteConfig) -> dict[str, Any]:
+    """cfg.engine_kwargs, and for vLLM without a GPU dtype float32 unless set: on CPU float32 is
+    faster than bfloat16 (DESIGN.md) and vLLM's "auto" would take the checkpoint's bf16."""
+    import torch
+
+    kwargs = dict(cfg.engine_kwargs)
+    if cfg.engine == "vllm" and "dtype" not in kwargs and not torch.cuda.is_available():
+        kwargs["dtype"] = "float32"
+    return kwargs
+
+
 def _settings(
     cfg: EvalSuiteConfig, owned: bool, engine: Any, tokenizer: Any, overrides: Sequence[str]
 ) -> dict[str, Any]:
@@ -522,11 +535,13 @@ def _settings(
         rlsci_version = version("rlsci")
     except PackageNotFoundError:
         rlsci_version = "unknown"
-    default = "float32" if cfg.engine == "hf" else "auto"  # HFEngine's and vLLM's defaults
-    dtype = cfg.engine_kwargs.get("dtype", default) if owned else getattr(engine, "dtype", None)
+    kwargs = engine_kwargs(cfg) if owned else {}
+    dtype = (
+        kwargs.get("dtype", "float32" if cfg.engine == "hf" else "auto") if owned else None
+    )  # HFEngine: fp32
     return {
         "engine": cfg.engine if owned else type(engine).__name__,
-        "engine_kwargs": dict(cfg.engine_kwargs) if owned else {},
+        "engine_kwargs": kwargs,
         "dtype": None if dtype is None else str(dtype),
         "seed": cfg.seed,
         "generation": asdict(cfg.generation),

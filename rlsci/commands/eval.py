@@ -11,6 +11,8 @@ two checkpoints never share a folder; results already there are kept unless --ov
 --run-dir/--step the run directory's eval/step_XXXXXX.parquet and eval/summary.jsonl. Trailing `key=value` arguments, after all the
 options, override the suite (generation.max_tokens=64, max_samples=20, paths.benchmarks=/data/bench,
 engine_kwargs.max_model_len=4096, ...).
+stdout holds the summary only (vLLM's logs and progress bars go to stderr). On a machine without
+a GPU vLLM runs in float32 unless engine_kwargs.dtype says otherwise.
 Exit status: 0 done, 1 the model or a benchmark could not be read, 2 invalid suite or arguments.
 """
 
@@ -63,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from rlsci.data.loaders import DataError
     from rlsci.evaluate import EvalError, evaluate, load_suite_config, print_summary
 
+    # vLLM logs ~57 lines at start: to stderr, so that stdout holds the summary alone (set before
+    # vllm is imported; a value the user set is kept)
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if (args.run_dir is None) != (args.step is None):
         print("rlsci eval: --run-dir and --step go together", file=sys.stderr)
         return 2

@@ -424,16 +424,19 @@ def test_science_suite_on_real_benchmarks(engine, tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_vllm_engine_matches_hf_prompts(model_dir, tmp_path):
+def test_cli_vllm_engine_matches_hf_prompts(model_dir, tmp_path, capfd):
     common = ["--model", str(model_dir), "--suite", str(SMOKE), "--no-progress"]
     overrides = ["only=[wildsci_val]", "generation.max_tokens=8"]  # overrides come after the options
-    vllm_kwargs = ["engine_kwargs.dtype=float32", "engine_kwargs.max_model_len=1024",
+    vllm_kwargs = ["engine_kwargs.max_model_len=1024",  # dtype: float32 on CPU by default
                    "engine_kwargs.max_num_seqs=32", f"engine_kwargs.kv_cache_memory_bytes={256 * 2**20}"]  # fmt: skip
     assert main(["eval", *common, "--out", str(tmp_path / "hf"), *overrides]) == 0
     assert (
         main(["eval", *common, "--out", str(tmp_path / "vllm"), "--engine", "vllm", *overrides, *vllm_kwargs])
         == 0
     )
+    out = capfd.readouterr().out.splitlines()  # vLLM's logs went to stderr: stdout is the two summaries
+    assert len(out) == 2 * 3 and out[-1].startswith("wrote ") and out[-2].startswith("macro average"), out
+    assert json.loads((tmp_path / "vllm" / "summary.json").read_text())["settings"]["dtype"] == "float32"
     hf, vllm = read_rows(tmp_path / "hf" / "items.parquet"), read_rows(tmp_path / "vllm" / "items.parquet")
     assert [(r["id"], r["prompt_len"]) for r in vllm] == [(r["id"], r["prompt_len"]) for r in hf]
     assert all(r["response_len"] <= 8 for r in vllm)
