@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="write eval/ files of this run directory")
     parser.add_argument("--step", type=int, default=None, help="training step of the model (with --run-dir)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of the hf engine (torch.set_num_threads and OMP_NUM_THREADS; default: all cores); "
+        "fewer than the cores on a shared machine avoid oversubscription",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="suite overrides (before or after the options)"
@@ -60,6 +67,20 @@ def default_out(model: str, suite: str) -> Path:
     return Path("runs") / "eval" / suite / ("--".join(parts) or "model")
 
 
+def busy_hint(threads: int | None) -> str:
+    """A hint when other work already keeps the cores busy (1-minute load average >= the cores):
+    threads then contend, and an evaluation can take several times as long."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load < cores:
+        return ""
+    using = f"--threads {threads}" if threads is not None else f"{cores} threads (all cores)"
+    return (
+        f"the machine is busy (load {load:.1f} on {cores} cores) and this run uses {using}: expect it to be "
+        "slower; --threads N with N the cores left free avoids contention"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from rlsci.config import ConfigError
     from rlsci.data.loaders import DataError
@@ -71,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
     if (args.run_dir is None) != (args.step is None):
         print("rlsci eval: --run-dir and --step go together", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"rlsci eval: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # engine processes started from here
+    busy = busy_hint(args.threads)
+    if busy:
+        print(f"rlsci eval: {busy}", file=sys.stderr)
     overrides = list(args.overrides)
     if args.engine is not None:
         overrides.append(f"engine={args.engine}")

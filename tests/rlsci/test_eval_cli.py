@@ -158,3 +158,23 @@ def test_interval_groups_gpqa_rotations():
     # half = 1.96 * 0.5175 / sqrt(8) = 0.3586
     ungrouped = [[replace(r[0], group="")] for r in rows]
     assert acc_interval(ungrouped) == pytest.approx((0.625 - 0.3586, 0.625 + 0.3586), abs=1e-4)
+
+
+def test_threads_option_and_busy_machine_hint(model_dir, tmp_path, monkeypatch, capsys):
+    import os
+
+    import torch
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # monkeypatch restores the variable afterwards
+    before = torch.get_num_threads()
+    try:
+        args = ["eval", "--model", str(model_dir), "--suite", str(SMOKE), "--out", str(tmp_path / "o"), *FAST]
+        assert main([*args, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        err = capsys.readouterr().err
+        assert "the machine is busy (load" in err and "this run uses --threads 1" in err
+        assert main([*args, "--threads", "0"]) == 2
+        assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
