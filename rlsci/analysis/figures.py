@@ -153,7 +153,7 @@ def plot_position_bias(run: Run) -> Figure:
     stack_ax.set(title="predicted letters", xlabel=STEP, ylabel="share of extracted answers", ylim=(0, 1.0))
 
     if letters:
-        steps = run.metrics.index
+        steps = pd.DataFrame(pred or gold).dropna(how="all").index  # the training steps that logged letters
         recent = steps[steps >= steps.max() - max(1, (steps.max() - steps.min()) // 4)]
         share = {name: [float(cols[c].reindex(recent).mean()) if c in cols else 0.0 for c in letters]
                  for name, cols in (("predicted", pred), ("gold", gold))}
