@@ -244,7 +244,7 @@ def plot_training_health(run: Run) -> Figure:
         if not any(drawn):
             _missing(ax, keys[0][0])
         ax.set(title=title, xlabel=STEP, ylabel=ylabel)
-        if sum(drawn) > 1:
+        if any(drawn):  # the label says which quantity (e.g. KL to the old policy or to the reference)
             ax.legend(fontsize="small", frameon=False)
     return fig
 
