@@ -15,3 +15,61 @@ def ray_cluster(request):
         ray.init(**request.module.RAY_RESOURCES, include_dashboard=False, log_to_driver=False)
         yield
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head started with `ray start --head` on 127.0.0.1, as on a cluster; yields its dashboard
+    address (http://127.0.0.1:PORT) once the job agent answers.
+
+    Every port is a free one: the defaults (dashboard agent 52365, metrics, runtime-env agent) collide
+    with any other Ray cluster on the machine, e.g. a test module's `ray_cluster`, and then the job agent
+    never comes up ("No available agent"). The head runs in a process group of its own, stopped by
+    signalling that group: `ray stop` would stop every Ray cluster on the machine."""
+    import contextlib
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from rlsci.reward_service import free_port
+
+    ray_cmd = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    ports = {name: free_port() for name in ("port", "dashboard-port", "node-manager-port", "object-manager-port",
+                                            "runtime-env-agent-port", "dashboard-agent-grpc-port",
+                                            "dashboard-agent-listen-port", "metrics-export-port",
+                                            "ray-client-server-port")}
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix socket paths must fit 107 bytes
+    head = subprocess.Popen([ray_cmd, "start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+                             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}",
+                             *(f"--{name}={port}" for name, port in ports.items())],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        assert head.wait(timeout=180) == 0, head.stdout.read()
+        deadline = time.monotonic() + 180  # the job agent comes up a few seconds after `ray start` returns
+        while True:
+            with contextlib.suppress(httpx.HTTPError):  # the agent's own HTTP server, which runs the jobs
+                agent = f"http://127.0.0.1:{ports['dashboard-agent-listen-port']}/api/healthz"
+                if httpx.get(agent, timeout=10).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+                                 for p in sorted(temp.glob("session_latest/logs/dashboard_agent*")))
+                pytest.fail(f"the job agent of the Ray head at {address} did not come up in 180 s\n{logs}")
+            time.sleep(2)
+        yield address
+    finally:
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, sig)
+            time.sleep(wait)
+        shutil.rmtree(temp, ignore_errors=True)

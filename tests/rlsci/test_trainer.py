@@ -9,14 +9,11 @@ engines agree on logprobs with 2 ranks and 2 engines.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -225,43 +222,19 @@ def test_zero_variance_filter_keeps_the_batch_size_and_reports_drops(assets, tmp
 
 
 @pytest.mark.slow
-def test_ray_job_submit_runs_rlsci_train_on_a_running_cluster(assets, tmp_path):
-    """`ray start --head` on 127.0.0.1, then `ray job submit -- rlsci train ...`, as on a cluster.
-    The cluster runs in a process group of its own, stopped by signalling that group: `ray stop`
-    would stop every Ray cluster on the machine."""
-    from rlsci.reward_service import free_port
-
-    ray_cmd = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    gcs, dashboard = free_port(), free_port()
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix socket paths must fit 107 bytes
-    head = subprocess.Popen([ray_cmd, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                             "--num-cpus=4", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dashboard}", f"--temp-dir={temp}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        assert head.wait(timeout=180) == 0, head.stdout.read()
-        run_dir = tmp_path / "job"
-        # an absolute path to the venv's python (`ray job submit` quotes each argument for the shell)
-        entry = [sys.executable, "-m", "rlsci.cli", "train", str(DEMO),
-                 *overrides(assets, run_dir, "trainer.total_steps=2")]
-        submit = [ray_cmd, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--",
-                  *entry]
-        for _ in range(60):  # the dashboard's job agent comes up a few seconds after `ray start` returns
-            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
-            if "No available agent" not in job.stderr:
-                break
-            time.sleep(2)
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-        assert "succeeded" in job.stdout + job.stderr
-        assert [m["step"] for m in read_metrics(run_dir)] == [0, 1, 2]
-    finally:
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(head.pid, sig)
-            time.sleep(wait)
-        shutil.rmtree(temp, ignore_errors=True)
+def test_ray_job_submit_runs_rlsci_train_on_a_running_cluster(assets, tmp_path, ray_head):
+    """`ray start --head` on 127.0.0.1 (the `ray_head` fixture), then `ray job submit -- rlsci train ...`,
+    as on a cluster."""
+    run_dir = tmp_path / "job"
+    # an absolute path to the venv's python (`ray job submit` quotes each argument for the shell)
+    entry = [sys.executable, "-m", "rlsci.cli", "train", str(DEMO),
+             *overrides(assets, run_dir, "trainer.total_steps=2")]
+    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={ray_head}", "--", *entry]
+    job = subprocess.run(submit, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True,
+                         text=True, timeout=400, cwd=ROOT)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout + job.stderr
+    assert [m["step"] for m in read_metrics(run_dir)] == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------- GPUs (skipped without them)
