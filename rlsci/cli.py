@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "rlsci.commands.eval",
     "train": "rlsci.commands.train",
     "report": "rlsci.commands.report",
+    "launch": "rlsci.commands.launch",
 }
 
 
