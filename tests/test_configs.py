@@ -2,6 +2,7 @@
 
 - configs/eval/*: evaluation suites (`rlsci.evaluate.load_suite_config`);
 - configs/prompts/*: prompt templates (`rlsci.data.prompts.load_template`);
+- configs/clusters/*: Ray cluster YAMLs, a RayJob, a runtime env (tests/test_cluster_configs.py);
 - everything else: run configs (`rlsci.config.load_config`, the `Config` tree), where an unknown
   key, a wrong type or an impossible combination is a ConfigError.
 
@@ -25,7 +26,8 @@ CONFIGS = REPO / "configs"
 ALL = sorted(p for p in CONFIGS.rglob("*") if p.suffix in (".yaml", ".yml"))
 SUITES = [p for p in ALL if p.parent == CONFIGS / "eval"]
 TEMPLATES = [p for p in ALL if p.parent == CONFIGS / "prompts"]
-RUNS = [p for p in ALL if p not in SUITES and p not in TEMPLATES]
+CLUSTERS = [p for p in ALL if p.parent == CONFIGS / "clusters"]  # checked by tests/test_cluster_configs.py
+RUNS = [p for p in ALL if p not in SUITES and p not in TEMPLATES and p not in CLUSTERS]
 # values a suite leaves for its user to set (validation refuses them empty)
 SUITE_OVERRIDES = {"science.yaml": ["paths.wildsci=bundled:wildsci_sample"]}
 WILDSCI = {size: CONFIGS / "wildsci" / f"qwen2.5-{size}.yaml" for size in ("1.5b", "3b", "7b")}

@@ -107,7 +107,7 @@ def _submit_and_follow(args: argparse.Namespace, plan, address: str, cluster_yam
     print(f"job id: {job_id}\ndashboard: {dashboard}\nrun directory: {plan.run_dir}"
           + ("" if launch.is_local_address(address) and cluster_yaml is None else " (on the head node)"), flush=True)
     if cluster_yaml:
-        print(f"  copy it back: ray rsync-down {cluster_yaml} {plan.run_dir} {plan.run_dir.rsplit('/', 1)[-1]}")
+        print(f"  copy it back: ray rsync-down {cluster_yaml} {plan.run_dir} runs/{plan.run_dir.rsplit('/', 1)[-1]}")
     if args.no_wait:
         print(f"submitted; follow it: rlsci launch --logs {job_id} {where}")
         return 0
