@@ -229,3 +229,21 @@ def test_ctrl_c_detaches_and_stop_stops_the_job(assets, tmp_path, ray_head):
     while job_status(ray_head, job_id) == "RUNNING" and time.monotonic() < deadline:
         time.sleep(2)
     assert job_status(ray_head, job_id) == "STOPPED"
+
+
+def test_a_cluster_without_a_head_is_not_brought_up_while_its_file_mounts_are_missing(tmp_path, capsys):
+    """The `ray up` route as far as it goes without machines: the real `ray get-head-ip` finds no head of
+    an on-premises cluster, and a file_mounts source that is not here stops it before `ray up`."""
+    cluster = yaml.safe_load((ROOT / "configs/clusters/onprem.yaml").read_text())
+    cluster["cluster_name"] = f"rlsci-test-{os.getpid()}"
+    cluster["file_mounts"]["~/.ray/auth_token"] = str(tmp_path / "no_token")
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(cluster))
+    try:
+        assert main(["launch", str(path), str(DEMO), "trainer.total_steps=2"]) == 2
+    finally:  # the local provider's state files, named after the cluster
+        for suffix in ("lock", "state"):
+            Path(f"/tmp/ray/cluster-{cluster['cluster_name']}.{suffix}").unlink(missing_ok=True)
+    err = capsys.readouterr().err
+    assert "file_mounts name local files that are not here" in err and "no_token" in err
+    assert "ray get-auth-token --generate" in err and "ray up -y" not in err
