@@ -36,6 +36,9 @@ from rlsci.data.loaders import (
     read_source,
     sample_row,
 )
+from rlsci.data.megascience import FORMAT as MEGASCIENCE
+from rlsci.data.megascience import SIGNATURE as MEGASCIENCE_SIGNATURE
+from rlsci.data.megascience import megascience_row
 from rlsci.data.options import stable_int
 from rlsci.data.wildsci import filter_samples, split_val, wildsci_row
 
@@ -58,12 +61,14 @@ class DataBundle:
 
 
 def detect_format(record: Any) -> str | None:
-    """wildsci, a benchmark name, samples (rlsci's own rows), or None, from one raw row."""
+    """wildsci, a benchmark name, megascience, samples (rlsci's own rows), or None, from one raw row."""
     if isinstance(record, Mapping) and {"discipline", "voting_type"} <= record.keys():
         return "wildsci"
     name = detect_benchmark(record)
     if name is not None:
         return name
+    if isinstance(record, Mapping) and MEGASCIENCE_SIGNATURE <= record.keys():
+        return MEGASCIENCE
     if isinstance(record, Mapping) and {"question", "options", "answer"} <= record.keys():
         return "samples"
     return None
@@ -118,6 +123,8 @@ def _row_function(name: str, seed: int) -> tuple[RowFn, bool]:
         return wildsci_row, False
     if name == "samples":  # rlsci's own rows: options {} marks a free-form question
         return sample_row, True
+    if name == MEGASCIENCE:  # free form: the reference answer in `answer`
+        return megascience_row, True
     return benchmark_row_function(name, seed)
 
 

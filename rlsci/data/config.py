@@ -18,9 +18,10 @@ from typing import Literal
 
 from rlsci.data.benchmarks import FORMATS as BENCHMARK_FORMATS
 from rlsci.data.loaders import ON_BAD_ROW
+from rlsci.data.megascience import FORMAT as MEGASCIENCE
 from rlsci.data.wildsci import VOTING_TIERS
 
-INPUT_FORMATS = ("auto", "wildsci", "samples", *BENCHMARK_FORMATS)
+INPUT_FORMATS = ("auto", "wildsci", "samples", *BENCHMARK_FORMATS, MEGASCIENCE)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SyntheticConfig:
 @dataclass
 class DataConfig:
     train: list[str] = field(default_factory=list)  # checked when training starts (eval needs none)
-    format: str = "auto"  # auto | wildsci | samples | a benchmark name (INPUT_FORMATS)
+    format: str = "auto"  # auto | wildsci | samples | megascience | a benchmark name (INPUT_FORMATS)
     split: str = "train"  # the split read from hub datasets
     val: ValConfig = field(default_factory=ValConfig)
     ood: list[BenchmarkSource] = field(default_factory=list)

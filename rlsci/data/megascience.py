@@ -40,7 +40,6 @@ from rlsci.data.loaders import (
     LoadResult,
     OnBadRow,
     Record,
-    RowError,
     as_text,
     field_text,
     is_missing,
@@ -72,7 +71,10 @@ def megascience_row(rec: Record) -> Sample:
         answer=reference,
         domain=field_text(row, "subject"),
         source=_optional_text(row, "source") or FORMAT,
-        meta={**meta_of(row, _USED), "reasoning": "" if is_missing(reasoning) else as_text(reasoning, "answer")},
+        meta={
+            **meta_of(row, _USED),
+            "reasoning": "" if is_missing(reasoning) else as_text(reasoning, "answer"),
+        },
     )
 
 
