@@ -26,7 +26,9 @@ from rlsci.data.megascience import load_megascience
 from rlsci.data.prompts import PromptConfig, render_messages
 
 CIRCLE = "What is the area of a circle with radius 5 cm?"
-CIRCLE_SOLUTION = "A = πr² = π × (5 cm)² = 25π cm² ≈ 78.54 cm².\n\nThe area is $\\boxed{78.54 \\text{ cm}^2}$."
+CIRCLE_SOLUTION = (
+    "A = πr² = π × (5 cm)² = 25π cm² ≈ 78.54 cm².\n\nThe area is $\\boxed{78.54 \\text{ cm}^2}$."
+)
 # TextbookReasoning: four columns
 TEXTBOOK_ROWS = [
     {"question": CIRCLE, "answer": CIRCLE_SOLUTION, "subject": "math", "reference_answer": "78.54 cm²"},
@@ -118,14 +120,18 @@ def test_format_name_and_auto_detection_through_the_data_config(tmp_path):
     assert bundle.metrics()["data/train/samples"] == 3.0
     # WildSci-Val (the default data.val) needs WildSci voting tiers: refused at once, naming the keys
     errors = DataConfig(train=[str(train)], format="megascience").validate()
-    assert errors == ["data.val.source=wildsci_val needs WildSci rows (voting_type), but data.format='megascience'"]
+    assert errors == [
+        "data.val.source=wildsci_val needs WildSci rows (voting_type), but data.format='megascience'"
+    ]
 
 
 def test_a_wildsci_file_under_format_megascience_is_refused_row_by_row(tmp_path):
     wildsci = {"question": "Largest planet?", "options": {"A": "Mars", "B": "Jupiter"}, "answer": "B",
                "discipline": "Physics", "voting_type": "all_aligned"}  # fmt: skip
     path = write_jsonl(tmp_path / "w.jsonl", [wildsci])
-    with pytest.raises(DataError, match=r"w\.jsonl:1: reference_answer: absent or empty .*\[missing_answer\]"):
+    with pytest.raises(
+        DataError, match=r"w\.jsonl:1: reference_answer: absent or empty .*\[missing_answer\]"
+    ):
         load_any(path, format="megascience")
 
 
@@ -135,11 +141,31 @@ def test_a_wildsci_file_under_format_megascience_is_refused_row_by_row(tmp_path)
 BAD_ROWS = [
     TEXTBOOK_ROWS[0],
     {"answer": "...", "subject": "physics", "reference_answer": "3 m"},  # line 2: no question
-    {"question": "Q3?", "answer": "...", "subject": "physics", "reference_answer": "  "},  # line 3: blank reference
-    {"question": "Q4?", "answer": "...", "subject": "physics", "reference_answer": ["3 m", "4 m"]},  # 4: a list
+    {
+        "question": "Q3?",
+        "answer": "...",
+        "subject": "physics",
+        "reference_answer": "  ",
+    },  # line 3: blank reference
+    {
+        "question": "Q4?",
+        "answer": "...",
+        "subject": "physics",
+        "reference_answer": ["3 m", "4 m"],
+    },  # 4: a list
     {"question": "Q5?", "answer": "...", "reference_answer": "5 s"},  # line 5: no subject
-    {"question": {"text": "Q6?"}, "answer": "...", "subject": "physics", "reference_answer": "6 J"},  # 6: not text
-    {"question": "Q7?", "answer": ["step 1"], "subject": "physics", "reference_answer": "7 N"},  # 7: reasoning a list
+    {
+        "question": {"text": "Q6?"},
+        "answer": "...",
+        "subject": "physics",
+        "reference_answer": "6 J",
+    },  # 6: not text
+    {
+        "question": "Q7?",
+        "answer": ["step 1"],
+        "subject": "physics",
+        "reference_answer": "7 N",
+    },  # 7: reasoning a list
     TEXTBOOK_ROWS[0],  # line 8: the same question and reference again
 ]
 
@@ -169,13 +195,17 @@ def test_skip_drops_and_counts_bad_rows_in_the_load_report(tmp_path):
     assert [s.question for s in result.samples] == [CIRCLE]
     metrics = result.report.to_metrics("data/train")
     assert metrics["data/train/rows"] == 8.0 and metrics["data/train/rows_skipped"] == 7.0
-    assert metrics["data/train/skipped/bad_value"] == 3.0 and metrics["data/train/skipped/missing_answer"] == 1.0
+    assert (
+        metrics["data/train/skipped/bad_value"] == 3.0 and metrics["data/train/skipped/missing_answer"] == 1.0
+    )
 
 
 def test_a_null_reference_in_parquet_is_named_by_its_row(tmp_path):
     rows = [TEXTBOOK_ROWS[1], {**TEXTBOOK_ROWS[2], "reference_answer": None}]
     path = write_parquet(tmp_path / "tr.parquet", rows)
-    with pytest.raises(DataError, match=rf"{path}:2: reference_answer: absent or empty \(got NoneType None\)"):
+    with pytest.raises(
+        DataError, match=rf"{path}:2: reference_answer: absent or empty \(got NoneType None\)"
+    ):
         load_megascience(path)
 
 
@@ -187,7 +217,9 @@ def test_samples_render_with_the_free_form_template(tmp_path):
     (message,) = render_messages(sample, PromptConfig())
     assert message == {"role": "user", "content": f"{CIRCLE}\n\n{REFERENCE_INSTRUCTION}"}
     template = tmp_path / "p.yaml"  # a template whose free-form line differs from its MCQ line
-    template.write_text('user: "MCQ {question} {options}"\nuser_free_form: "FREE {question} / {instruction}"\n')
+    template.write_text(
+        'user: "MCQ {question} {options}"\nuser_free_form: "FREE {question} / {instruction}"\n'
+    )
     (message,) = render_messages(sample, PromptConfig(template=str(template)))
     assert message["content"] == f"FREE {CIRCLE} / {REFERENCE_INSTRUCTION}"
     assert ANSWER_INSTRUCTION not in message["content"] and sample.meta["reasoning"] not in message["content"]
