@@ -16,7 +16,7 @@ $(PY):
 # against this torch; vLLM runs without them, so they are removed (DESIGN.md, machine facts).
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,cpu]'
+	$(PY) -m pip install -q -e '.[dev,cpu,notebooks]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
