@@ -5,6 +5,8 @@ matplotlib Figure. The x axis is the training step; accuracies and fractions are
     plot_accuracy(load_run("runs/demo")).savefig("acc.png")
 
 A panel whose metric the run did not log says so in the panel instead of drawing an empty axis.
+Figures are built without pyplot: nothing is registered with a backend, so a notebook shows each
+returned figure once (not again when the cell ends) and `rlsci report` holds no figure after saving it.
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # figures are written to files or shown inline; no window system needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from rlsci.analysis.load import Comparison, Run  # noqa: E402
-from rlsci.analysis.stats import saturation, subdomain_table  # noqa: E402
+from rlsci.analysis.load import Comparison, Run
+from rlsci.analysis.stats import saturation, subdomain_table
 
 STEP = "training step"
 FRACTION = "fraction of samples"
@@ -32,7 +30,7 @@ ACCURACY = "accuracy (fraction correct)"
 
 def _colors(names: Sequence[str]) -> dict[str, tuple]:
     """One color per name, stable across the panels of a figure (sorted names onto tab10/tab20)."""
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {name: cmap(i % cmap.N) for i, name in enumerate(sorted(names))}
 
 
@@ -54,7 +52,8 @@ def _plot(ax: Axes, s: pd.Series, label: str, **kwargs) -> bool:
 
 
 def _figure(n: int, title: str, width: float = 6.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), layout="constrained", squeeze=False)
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)
     fig.suptitle(title)
     for ax in axes[0]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps
@@ -162,7 +161,7 @@ def plot_position_bias(run: Run) -> Figure:
         bar_ax.bar(x + 0.2, np.nan_to_num(share["gold"]), 0.4, label="gold", color="0.6")
         bar_ax.set_xticks(x, letters)
         _legend(bar_ax)
-        bar_ax.set(title=f"steps {int(recent.min())}-{int(recent.max())}")
+        bar_ax.set(title=f"predicted vs gold, steps {int(recent.min())}-{int(recent.max())}")
     else:
         _missing(bar_ax, "train/gold_pos/<letter>")
     bar_ax.set(xlabel="answer letter", ylabel="share of answers")
@@ -202,16 +201,17 @@ def plot_subdomain_improvement(run: Run) -> Figure:
     table = subdomain_table(run)
     rows = max(len(table), 1)
     fig, (ax,) = _figure(1, f"{run.name}: accuracy per subdomain, first evaluation -> best and last", width=8,
-                         height=1.2 + 0.32 * rows)
+                         height=1.2 + 0.5 * rows)
     if table.empty:
         _missing(ax, "eval/step_XXXXXX.parquet rows")
         return fig
     y = np.arange(len(table))[::-1]  # largest gain at the top
     names = [f"{b}: {s}" for b, s in zip(table["benchmark"], table["subdomain"], strict=True)]
     for offset, column, color in ((0.27, "first", "0.7"), (0.0, "best", "tab:green"), (-0.27, "last", "tab:blue")):
-        ax.barh(y + offset, table[column].to_numpy(dtype=float), 0.27, label=column, color=color)
+        bars = ax.barh(y + offset, table[column].to_numpy(dtype=float), 0.27, label=column, color=color)
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize="x-small")  # a bar at 0 is still read as 0
     ax.set_yticks(y, names)
-    ax.set(xlabel=ACCURACY, xlim=(0, 1.0), ylabel="benchmark: subdomain")
+    ax.set(xlabel=ACCURACY, xlim=(0, 1.08), ylabel="benchmark: subdomain", xticks=np.linspace(0, 1, 6))
     _legend(ax, title="evaluation")
     return fig
 
@@ -235,7 +235,8 @@ HEALTH_PANELS = (
 def plot_training_health(run: Run) -> Figure:
     """The signals that say whether an RL run is healthy: reward, KL, entropy, clip fractions, gradient
     norm, zero-variance groups, the engine-vs-learner logprob gap and the policy loss."""
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7), layout="constrained")
+    fig = Figure(figsize=(18, 7), layout="constrained")
+    axes = fig.subplots(2, 4)
     fig.suptitle(f"{run.name}: training health")
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -244,6 +245,8 @@ def plot_training_health(run: Run) -> Figure:
         if not any(drawn):
             _missing(ax, keys[0][0])
         ax.set(title=title, xlabel=STEP, ylabel=ylabel)
+        if ylabel.startswith("fraction"):  # an all-zero fraction sits on the axis, not mid-panel
+            ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 0.05))
         if any(drawn):  # the label says which quantity (e.g. KL to the old policy or to the reference)
             ax.legend(fontsize="small", frameon=False)
     return fig

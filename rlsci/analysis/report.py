@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 
@@ -90,7 +89,6 @@ def write_report(run: Run, out: str | Path, compare: Sequence[Run] = (), dpi: in
 
 def _save(fig, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

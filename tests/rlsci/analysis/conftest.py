@@ -1,5 +1,5 @@
 """Run directories for the analysis tests: hand-made ones with exact values (`write_run`), and one
-written by the real trainer (`real_run`, ~15-25 s, built once per session)."""
+written by the real trainer (`real_run`, ~15-25 s, and `real_run_seed1`, built once per session)."""
 
 from __future__ import annotations
 
@@ -57,22 +57,32 @@ def write_run(tmp_path) -> Callable[..., RunDir]:
     return make
 
 
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    """A run directory from the real trainer: a micro model, 4 steps, validation and ood every 2 steps."""
+def _train(root: Path, steps: int, seed: int) -> Path:
+    """A run directory from the real trainer: a micro model, `steps` steps, validation and ood every 2 steps."""
     from rlsci.config import load_config
     from rlsci.data.synthetic import write_splits
     from rlsci.models import init_tiny_model
     from rlsci.trainer import train
 
-    root = tmp_path_factory.mktemp("real_run")
     init_tiny_model(root / "model", size="micro", seed=0)
     write_splits(root / "data", seed=0, n_train=200, n_val=16, n_ood=16)
     data, run_dir = root / "data", root / "run"
-    overrides = [f"run.dir={run_dir}", f"model.path={root / 'model'}", "model.init=none", "data.synthetic.dir=''",
-                 f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
+    overrides = [f"run.dir={run_dir}", f"run.seed={seed}", f"model.path={root / 'model'}", "model.init=none",
+                 "data.synthetic.dir=''", f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
                  f"data.ood=[{{name: samples, path: {data / 'ood.jsonl'}, label: ood}}]",
-                 "trainer.prompts_per_step=8", "rollout.n=4", "trainer.total_steps=4", "trainer.eval_every=2",
+                 "trainer.prompts_per_step=8", "rollout.n=4", f"trainer.total_steps={steps}", "trainer.eval_every=2",
                  "trainer.save_every=0", "trainer.loggers=[jsonl]", "trainer.export_hf=false"]
     train(load_config(DEMO, overrides), log=lambda _: None)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    """4 steps of the real trainer, seed 0 (~15-25 s, once per session)."""
+    return _train(tmp_path_factory.mktemp("real_run"), steps=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_run_seed1(tmp_path_factory) -> Path:
+    """The same config as `real_run` with seed 1, 2 steps: a second run to compare with."""
+    return _train(tmp_path_factory.mktemp("real_run_seed1"), steps=2, seed=1)
