@@ -10,6 +10,7 @@ the JSON answer. Pure functions, no web framework (tested without a server).
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
 
 from rewards.base import RewardResult, Sample
@@ -89,11 +90,23 @@ def _parse_item(item: Any, i: int) -> tuple[str, Sample]:
         raise RequestError(422, f"items[{i}].sample: {exc}") from None
 
 
+def lettered_options(options: Any) -> Any:
+    """Options given as a list of texts (["1 m", "2 m"], as MMLU's `choices` and rlsci's loaders
+    accept) -> {"A": "1 m", "B": "2 m"}; anything else is returned unchanged for the checks."""
+    if isinstance(options, list) and len(options) <= 26 and all(isinstance(t, str) for t in options):
+        return dict(zip(string.ascii_uppercase, options, strict=False))
+    return options
+
+
 def _check_sample_types(sample: dict, where: str) -> None:
-    """422 for a Sample field of the wrong JSON type (instead of coercing it to text)."""
+    """422 for a Sample field of the wrong JSON type (instead of coercing it to text). Options
+    given as a list of texts are lettered A, B, ... in place first."""
+    if "options" in sample:
+        sample["options"] = lettered_options(sample["options"])
     for key in ("options", "meta"):
         if sample.get(key) is not None and not isinstance(sample[key], dict):
-            raise RequestError(422, f"{where}.{key}: expected an object, got {json_type(sample[key])}")
+            expected = "an object {letter: text} or a list of texts" if key == "options" else "an object"
+            raise RequestError(422, f"{where}.{key}: expected {expected}, got {json_type(sample[key])}")
     for letter, text in (sample.get("options") or {}).items():
         if not isinstance(text, str):
             raise RequestError(422, f"{where}.options.{letter}: expected a string, got {json_type(text)}")

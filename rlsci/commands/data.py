@@ -1,9 +1,10 @@
 """`rlsci data ...`: look at, generate and convert question datasets.
 
 rlsci data inspect bundled:wildsci_sample                  # counts, tiers, answer-position bias
-rlsci data inspect ../shared/benchmarks/mmlu_stem/test.jsonl --format mmlu --json
+rlsci data inspect mmlu_stem/test.jsonl --format mmlu --json       # --format: the input's format
+rlsci data export my.jsonl --format mmlu --to jsonl --out mine.jsonl
 rlsci data synth --out data/synthetic --seed 0             # train/val/ood jsonl, no downloads
-rlsci data export train.parquet --format verl --out verl/train.parquet
+rlsci data export train.parquet --to verl --out verl/train.parquet
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import sys
 
 HELP = "inspect, generate (synthetic) and export question datasets"
+# one default everywhere, as data.on_bad_row and the benchmark loaders: a bad row is refused
+ON_BAD_ROW_HELP = "error (default): list every bad row and refuse; skip: drop them (counted) and go on"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,12 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inspect.add_argument(
         "--format", default="auto", choices=INPUT_FORMATS, metavar="FORMAT", help=f"input format: {formats}"
     )
-    inspect.add_argument(
-        "--on-bad-row",
-        default="skip",
-        choices=("error", "skip"),
-        help="skip (default): list bad rows and go on; error: refuse",
-    )
+    inspect.add_argument("--on-bad-row", default="error", choices=("error", "skip"), help=ON_BAD_ROW_HELP)
     inspect.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -49,16 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     export = sub.add_parser("export", help="convert to verl's RL parquet or rlsci's own jsonl/parquet")
     export.add_argument("sources", nargs="+", metavar="IN", help="files, folders, bundled:NAME or hub ids")
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    export.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="output format")
     export.add_argument("--out", required=True, help="output file")
-    export.add_argument(
-        "--input-format",
-        default="auto",
-        choices=INPUT_FORMATS,
-        metavar="FORMAT",
-        help=f"input format: {formats}",
+    export.add_argument(  # the same option as inspect's: --format is always the input's format
+        "--format", default="auto", choices=INPUT_FORMATS, metavar="FORMAT", help=f"input format: {formats}"
     )
-    export.add_argument("--on-bad-row", default="error", choices=("error", "skip"))
+    export.add_argument("--on-bad-row", default="error", choices=("error", "skip"), help=ON_BAD_ROW_HELP)
     export.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
     export.add_argument(
         "--shuffle-seed", type=int, default=None, help="shuffle options as in epoch 0 of a run with this seed"
@@ -121,16 +115,16 @@ def _export(args: argparse.Namespace) -> int:
     from rlsci.data.export import write_samples
     from rlsci.data.options import shuffle_options
 
-    result = load_any(args.sources, format=args.input_format, on_bad_row=args.on_bad_row, split=args.split)
+    result = load_any(args.sources, format=args.format, on_bad_row=args.on_bad_row, split=args.split)
     samples = result.samples
     if args.shuffle_seed is not None:
         samples = [shuffle_options(s, args.shuffle_seed, 0) for s in samples]
     template = None
-    if args.format == "verl" and (args.prompt_template or args.system is not None):
+    if args.to == "verl" and (args.prompt_template or args.system is not None):
         from rlsci.data.prompts import PromptConfig, resolve_template
 
         template = resolve_template(PromptConfig(template=args.prompt_template, system=args.system))
-    path = write_samples(samples, args.out, args.format, template)
+    path = write_samples(samples, args.out, args.to, template)
     skipped = f", {result.report.rows_skipped} bad rows skipped" if result.report.skipped else ""
-    print(f"wrote {len(samples)} samples to {path} ({args.format}{skipped})")
+    print(f"wrote {len(samples)} samples to {path} ({args.to}{skipped})")
     return 0

@@ -4,7 +4,8 @@
     rlsci grade outputs.jsonl --out graded.jsonl --mode lenient   # mcq
     rlsci grade outputs.jsonl --out graded.jsonl --reward my_rewards.py:score
 
-Each input row is one response to one question: `response` (str), `options` ({letter: text};
+Each input row is one response to one question: `response` (str), `options` ({letter: text} or
+a list of texts, lettered A, B, ... as the data loaders do;
 optional for free-form rewards), `answer` (gold letter or reference answer) and any other
 Sample fields (id, question, domain, subdomain, source, meta; unknown keys go to sample.meta).
 Each output row is the input row plus the RewardResult fields score, correct, pred,
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def parse_row(raw: bytes, path: Path, line_no: int) -> tuple[dict[str, Any] | None, Any, str | None]:
     """One JSONL line -> (row or None, Sample or None, error naming file, line and field)."""
     from rewards.base import Sample
+    from rewards.server_request import lettered_options
     from rlsci.data.json_text import parse_record
 
     where = f"{path}:{line_no}"
@@ -126,15 +128,19 @@ def parse_row(raw: bytes, path: Path, line_no: int) -> tuple[dict[str, Any] | No
         return row, None, f"{where}: field 'response' must be a string, found {found}"
     if "answer" not in row:
         return row, None, f"{where}: field 'answer' (gold letter or reference answer) is missing"
-    if "options" in row and not isinstance(row["options"], dict):
+    options = lettered_options(row.get("options"))  # a list of texts is lettered A, B, ...
+    if "options" in row and not isinstance(options, dict):
         return (
             row,
             None,
-            f"{where}: field 'options' must be an object {{letter: text}}, got {type(row['options']).__name__}",
+            f"{where}: field 'options' must be an object {{letter: text}} or a list of texts, "
+            f"got {type(row['options']).__name__}",
         )
     if "meta" in row and not isinstance(row["meta"], dict | None):
         return row, None, f"{where}: field 'meta' must be an object, got {type(row['meta']).__name__}"
     fields = {k: v for k, v in row.items() if k != "response"}
+    if "options" in row:
+        fields["options"] = options
     return row, Sample.from_dict(fields), None
 
 

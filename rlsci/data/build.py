@@ -69,8 +69,11 @@ def detect_format(record: Any) -> str | None:
         return name
     if isinstance(record, Mapping) and MEGASCIENCE_SIGNATURE <= record.keys():
         return MEGASCIENCE
-    if isinstance(record, Mapping) and {"question", "options", "answer"} <= record.keys():
-        return "samples"
+    if isinstance(record, Mapping) and {"question", "answer"} <= record.keys():
+        if isinstance(record.get("choices", record.get("options")), list):
+            return "mmlu"  # options as a list (mmlu style: lettered in order, answer a letter or index)
+        if "options" in record:
+            return "samples"
     return None
 
 

@@ -1,6 +1,6 @@
 """Writing samples out: verl's RL parquet, or rlsci's own rows as jsonl / parquet.
 
-    rlsci data export train.parquet --format verl --out verl/train.parquet
+    rlsci data export train.parquet --to verl --out verl/train.parquet
     write_samples(samples, "out.jsonl", "jsonl")
 
 verl rows (what verl's RLHFDataset and reward manager read):

@@ -237,7 +237,7 @@ def convert_records(
         warned.extend(rows)
         first_seen.update((s.id, rec) for s in samples)
         kept.extend(samples)
-    if bad and on_bad_row == "error":
+    if bad and (on_bad_row == "error" or not kept):  # skipping every row leaves nothing to use
         raise DataError(_refusal(source, bad, n_rows), bad)
     report = LoadReport(source, n_rows, len(kept), tuple(bad), tuple(warned))
     return LoadResult(kept, report)
@@ -247,6 +247,12 @@ def _refusal(source: str, bad: list[BadRow], n_rows: int) -> str:
     n_bad = len({(b.file, b.row) for b in bad})
     lines = [f"{source}: {n_bad} of {n_rows} rows are invalid ({_by_reason(bad)}):"]
     lines.extend(_listing(bad, SHOWN_BAD_ROWS))
+    if n_bad == n_rows:  # nothing is usable: skipping would leave an empty dataset
+        lines.append(
+            "Every row was rejected: is the format right (--format / data.format; rlsci's own rows are "
+            '{"question": ..., "options": {"A": ..., "B": ...}, "answer": "B"}, a letter)?'
+        )
+        return "\n".join(lines)
     lines.append(
         "Fix these rows, or load with on_bad_row='skip' (config: data.on_bad_row=skip; "
         "CLI: --on-bad-row skip) to drop them: skipped rows are counted in the load report "

@@ -144,7 +144,12 @@ def check_template(template: PromptTemplate, source: str) -> PromptTemplate:
 
 def load_template(path: str | Path) -> PromptTemplate:
     """Read a prompt-template YAML file; keys missing from it take DEFAULT_TEMPLATE's values."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ValueError(f"prompt template {path}: no such file (relative to {Path.cwd()})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"prompt template {path}: cannot read it as YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"prompt template {path}: expected a mapping of {', '.join(TEMPLATE_KEYS)}")
     unknown = sorted(set(data) - set(TEMPLATE_KEYS))

@@ -201,12 +201,17 @@ def test_bad_items_name_the_field(server):
     assert response.status_code == 422
     assert response.json()["detail"] == "items[3].response: missing"
 
-    items = [mcq_item("A"), {"response": "x", "sample": {"options": ["A", "B"], "answer": "A"}}]
+    items = [mcq_item("A"), {"response": "x", "sample": {"options": 3, "answer": "A"}}]
     response = grade(server["url"], "mcq", items)
     assert (response.status_code, response.json()["detail"]) == (
         422,
-        "items[1].sample.options: expected an object, got array",
+        "items[1].sample.options: expected an object {letter: text} or a list of texts, got number",
     )
+    # options as a list of texts, as the data loaders accept them: lettered A, B, ...
+    listed = {"response": "Answer: B", "sample": {"options": ["Oxygen", "Nitrogen"], "answer": "B"}}
+    response = grade(server["url"], "mcq", [listed])
+    assert response.status_code == 200
+    assert (response.json()["results"][0]["correct"], response.json()["results"][0]["pred"]) == (True, "B")
     response = grade(server["url"], "mcq", [{"response": 7, "sample": {}}])
     assert response.json()["detail"] == "items[0].response: expected a string, got number"
 

@@ -123,7 +123,7 @@ BAD = [
     '{"response": "Answer: B", "answer": ',  # line 2: invalid JSON
     ROWS[1],
     {"answer": "B", "options": OPTIONS},  # line 4: no response
-    {"response": "Answer: B", "answer": "B", "options": ["Oxygen", "Nitrogen"]},  # line 5: options is a list
+    {"response": "Answer: B", "answer": "B", "options": "Oxygen"},  # line 5: options is a string
     ROWS[2],
 ]
 
@@ -141,9 +141,24 @@ def test_bad_rows_stop_and_write_nothing(tmp_path, capsys):
     assert summary["bad_rows"] == 4 and summary["written"] is False and summary["n"] == 0
     assert f"{src}:2: invalid JSON" in err
     assert f"{src}:4: field 'response' must be a string, found missing" in err
-    assert f"{src}:5: field 'options' must be an object {{letter: text}}, got list" in err
+    assert f"{src}:5: field 'options' must be an object {{letter: text}} or a list of texts, got str" in err
     assert f"{src}:7: not UTF-8 (invalid start byte at byte 14)" in err
     assert "nothing written; fix them or pass --skip-bad" in err
+
+
+def test_options_as_a_list_are_lettered_as_the_loaders_do(tmp_path, capsys):
+    # mmlu-style choices: ["Oxygen", "Nitrogen"] is {"A": "Oxygen", "B": "Nitrogen"}
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [
+        {"response": "Answer: B", "answer": "B", "options": ["Oxygen", "Nitrogen"]},
+        {"response": "Answer: A", "answer": "B", "options": ["Oxygen", "Nitrogen"]},
+        {"response": "Answer: C", "answer": "B", "options": ["Oxygen", "Nitrogen"]},  # no option C
+    ]
+    write_jsonl(src, rows)
+    assert main(["grade", str(src), "--out", str(out)]) == 0
+    graded = read_jsonl(out)
+    assert [(r["correct"], r["pred"]) for r in graded] == [(True, "B"), (False, "A"), (False, None)]
+    assert graded[0]["options"] == ["Oxygen", "Nitrogen"]  # the input row is written back as given
 
 
 def test_many_bad_rows_are_counted_and_the_list_is_capped(tmp_path, capsys):
@@ -166,7 +181,7 @@ def test_skip_bad_writes_every_row(tmp_path, capsys):
         f"{src}:2: invalid JSON"
     )
     assert graded[3]["score"] is None and "'response'" in graded[3]["error"]
-    assert graded[4]["options"] == ["Oxygen", "Nitrogen"] and "'options'" in graded[4]["error"]
+    assert graded[4]["options"] == "Oxygen" and "'options'" in graded[4]["error"]
     assert [r["correct"] for r in graded] == [True, None, False, None, None, False]
     summary, _ = summary_of(capsys)
     # 3 good rows graded (q1 correct), 3 bad rows counted apart

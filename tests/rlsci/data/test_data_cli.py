@@ -42,15 +42,16 @@ def test_inspect_json(capsys):
     }
 
 
-def test_inspect_lists_bad_rows_and_refuses_on_request(tmp_path, capsys, ws_row):
+def test_inspect_refuses_bad_rows_by_default_and_lists_them_on_request(tmp_path, capsys, ws_row):
+    # --on-bad-row has one default in every command, as data.on_bad_row: error
     path = tmp_path / "w.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [ws_row("Q1"), ws_row("Q2", answer="Z")]) + "\n")
-    assert main(["data", "inspect", str(path), "--json"]) == 0
+    assert main(["data", "inspect", str(path), "--json", "--on-bad-row", "skip"]) == 0
     report = json.loads(capsys.readouterr().out)["report"]
     assert report["skipped"] == [
         f"{path}:2: answer: answer 'Z' is not one of the option letters ABCD [answer_not_option]"
     ]
-    assert main(["data", "inspect", str(path), "--on-bad-row", "error"]) == 1
+    assert main(["data", "inspect", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"rlsci data inspect: {path}: 1 of 2 rows are invalid")
 
@@ -105,19 +106,19 @@ def test_synth_writes_loadable_splits(tmp_path, capsys):
 
 def test_export_verl_and_jsonl(tmp_path, capsys):
     verl = tmp_path / "verl.parquet"
-    assert main(["data", "export", "bundled:wildsci_sample", "--format", "verl", "--out", str(verl)]) == 0
+    assert main(["data", "export", "bundled:wildsci_sample", "--to", "verl", "--out", str(verl)]) == 0
     assert f"wrote 36 samples to {verl} (verl)" in capsys.readouterr().out
     assert pq.read_table(verl).num_rows == 36
     plain = tmp_path / "plain.jsonl"
     shuffled = tmp_path / "shuffled.jsonl"
-    assert main(["data", "export", "bundled:wildsci_sample", "--format", "jsonl", "--out", str(plain)]) == 0
+    assert main(["data", "export", "bundled:wildsci_sample", "--to", "jsonl", "--out", str(plain)]) == 0
     assert (
         main(
             [
                 "data",
                 "export",
                 "bundled:wildsci_sample",
-                "--format",
+                "--to",
                 "jsonl",
                 "--out",
                 str(shuffled),
@@ -147,7 +148,7 @@ def test_export_refuses_free_form_for_verl(write_rows, tmp_path, capsys):
     ]
     path = write_rows("scibench.json", rows)
     code = main(
-        ["data", "export", str(path), "--format", "verl", "--out", str(tmp_path / "x.parquet")]
+        ["data", "export", str(path), "--to", "verl", "--out", str(tmp_path / "x.parquet")]
     )  # format detected
     assert code == 1
     assert "verl export: 3 free-form samples" in capsys.readouterr().err

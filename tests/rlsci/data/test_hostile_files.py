@@ -53,7 +53,7 @@ def test_a_deeply_nested_jsonl_line_is_a_bad_row(tmp_path, ws_row, capsys):
     assert [str(b) for b in result.report.skipped] == [
         f"{path}:2: <line>: not JSON: nested deeper than 100 levels at column 101 [invalid_json]"
     ]
-    assert main(["data", "inspect", str(path)]) == 0
+    assert main(["data", "inspect", str(path), "--on-bad-row", "skip"]) == 0
     assert f"{path}:2: <line>: not JSON: nested deeper than 100 levels" in capsys.readouterr().out
     assert main(["data", "inspect", str(path), "--on-bad-row", "error"]) == 1
     assert f"{path}:2: <line>: not JSON: nested deeper" in capsys.readouterr().err
@@ -89,7 +89,7 @@ def test_options_given_as_deep_json_text_are_a_bad_row(tmp_path, ws_row, capsys,
     (bad,) = result.report.skipped
     assert (bad.row, bad.field, bad.reason) == (2, "options", "options_type")
     assert bad.detail.startswith("text that is not JSON (nested deeper than 100 levels)")
-    assert main(["data", "inspect", str(path)]) == 0
+    assert main(["data", "inspect", str(path), "--on-bad-row", "skip"]) == 0
     assert f"{path}:2: options: text that is not JSON (nested deeper" in capsys.readouterr().out
 
 
@@ -107,7 +107,7 @@ def test_a_csv_cell_over_128_kib_is_read(tmp_path, capsys):
     assert [str(b).split(": ")[0] for b in result.report.skipped] == [
         f"{path}:3"
     ]  # row 3 of the file's records
-    assert main(["data", "inspect", str(path)]) == 0
+    assert main(["data", "inspect", str(path), "--on-bad-row", "skip"]) == 0
     assert f"{path}: 3 rows read, 2 samples kept" in capsys.readouterr().out
 
 
@@ -126,11 +126,14 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_row(tmp_path, ws_row, s
     assert result.samples[0].question in ("Q1", "What?")
 
 
-def test_inspect_a_file_whose_every_row_is_bad(tmp_path, ws_row, capsys):
-    # used to end in "max() arg is an empty sequence": the tier table of zero samples
+@pytest.mark.parametrize("on_bad_row", ["error", "skip"])
+def test_inspect_a_file_whose_every_row_is_bad(tmp_path, ws_row, capsys, on_bad_row):
+    # used to end in "max() arg is an empty sequence": the tier table of zero samples. Skipping
+    # every row leaves nothing: refused either way, with the rows, their reasons and a hint
     path = tmp_path / "w.jsonl"
     path.write_text(json.dumps(ws_row("Q1", voting_type="unanimous")) + "\n")
-    assert main(["data", "inspect", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert f"{path}: 1 rows read, 0 samples kept" in out
-    assert f"{path}:1: voting_type: expected one of all_aligned" in out
+    assert main(["data", "inspect", str(path), "--on-bad-row", on_bad_row]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: 1 of 1 rows are invalid (bad_value 1)" in err
+    assert f"{path}:1: voting_type: expected one of all_aligned" in err
+    assert "Every row was rejected: is the format right" in err
