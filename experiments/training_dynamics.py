@@ -70,7 +70,7 @@ pd.concat([run.metrics[headline].head(3), run.metrics[headline].tail(3)])
 # ## Accuracy per domain
 # Left: the fraction of sampled training responses that were correct, per domain; right: greedy accuracy
 # on the validation set. The black line is all domains together. A domain whose line stays flat while the
-# others rise is one the model is not learning; chance on a 10-option question is 0.1.
+# others rise is one the model is not learning; the dotted line is a uniform guess (1 / number of options).
 
 # %%
 plot_accuracy(run)

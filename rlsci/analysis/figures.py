@@ -63,9 +63,17 @@ def _figure(n: int, title: str, width: float = 6.0, height: float = 3.6) -> tupl
 # ----------------------------------------------------------------------------- the figures
 
 
+def _chance(run: Run) -> float | None:
+    """Accuracy of a uniform guess on the validation questions: mean of 1/n_options over their rows."""
+    if "n_options" not in run.evals or run.evals.empty:
+        return None
+    n = run.evals.loc[run.evals["benchmark"] == "val", "n_options"].dropna()
+    return float((1.0 / n.astype(float)).mean()) if len(n) else None
+
+
 def plot_accuracy(run: Run) -> Figure:
     """Accuracy per domain over steps: training samples (left) and validation (right); the black line
-    is the overall accuracy."""
+    is the overall accuracy, the dotted one a uniform guess on the validation questions."""
     fig, (train_ax, val_ax) = _figure(2, f"{run.name}: accuracy per domain, training and validation")
     train, val = run.columns("train/acc/domain"), run.columns("eval/val/acc/domain")
     colors = _colors(list(set(train) | set(val)))
@@ -76,6 +84,8 @@ def plot_accuracy(run: Run) -> Figure:
             drawn |= _plot(ax, s.dropna(), domain, color=colors[domain])
         if not drawn:
             _missing(ax, overall)
+        elif (chance := _chance(run)) is not None:
+            ax.axhline(chance, color="0.4", ls=":", lw=1.2, label=f"chance ({chance:.2f})")
         ax.set(title=what, xlabel=STEP, ylabel=ACCURACY, ylim=(-0.02, 1.02))
         _legend(ax, title="domain")
     return fig
