@@ -69,6 +69,18 @@ def test_accuracy(run):
     assert "accuracy per domain" in fig._suptitle.get_text()
 
 
+def test_accuracy_draws_chance_of_the_validation_questions(run, write_run):
+    assert not any(label.startswith("chance") for label in legend(plot_accuracy(run).axes[0]))  # n_options unknown
+    items = {0: [{"benchmark": "val", "id": "a", "n_options": 4, "correct": False},
+                 {"benchmark": "val", "id": "b", "n_options": 10, "correct": True},
+                 {"benchmark": "ood", "id": "c", "n_options": 2, "correct": True}]}  # ood rows do not count
+    metrics = [{"step": 0, "eval/val/acc": 0.5}, {"step": 1, "train/acc": 0.25}]
+    fig = plot_accuracy(load_run(write_run("chance", metrics=metrics, evals=items).root))
+    for ax in fig.axes:  # mean of 1/4 and 1/10 = 0.175, drawn in both panels
+        (chance,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("chance")]
+        assert chance.get_label() == "chance (0.17)" and list(chance.get_ydata()) == [0.175, 0.175]
+
+
 def test_extractability_stacks_the_rules(run):
     (ax,) = plot_extractability(run).axes
     stacks = [c for c in ax.collections if isinstance(c, PolyCollection)]
