@@ -179,8 +179,8 @@ def build_data(cfg: DataConfig, *, with_train: bool = True) -> DataBundle:
     ood = {}
     for b in cfg.ood:
         label = b.label or b.name
-        if b.name == "samples":  # rlsci's own rows (e.g. synthetic held-out questions)
-            result = load_any(b.path, format="samples", on_bad_row=b.on_bad_row or cfg.on_bad_row, seed=cfg.seed)
+        if b.name in ("samples", MEGASCIENCE):  # rlsci rows (synthetic held-out questions) or MegaScience rows
+            result = load_any(b.path, format=b.name, on_bad_row=b.on_bad_row or cfg.on_bad_row, seed=cfg.seed)
         else:
             result = read_benchmark(b.name, b.path, on_bad_row=b.on_bad_row or cfg.on_bad_row)
         reports[f"ood/{label}"] = result.report

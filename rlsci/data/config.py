@@ -37,7 +37,7 @@ class ValConfig:
 
 @dataclass
 class BenchmarkSource:
-    name: str  # a benchmark of rlsci.data.benchmarks.FORMATS (gpqa_aug, super_gpqa, ...), or samples (rlsci rows)
+    name: str  # a benchmark of rlsci.data.benchmarks.FORMATS (gpqa_aug, super_gpqa, ...), samples (rlsci rows) or megascience
     path: str  # its file in the published format
     label: str = ""  # metric key (eval/<label>/...); default: name. Must be unique.
     on_bad_row: Literal["error", "skip"] | None = None  # None: data.on_bad_row
@@ -98,9 +98,10 @@ class DataConfig:
             )
         labels = [b.label or b.name for b in self.ood]
         for i, b in enumerate(self.ood):
-            if b.name not in BENCHMARK_FORMATS and b.name != "samples":
+            if b.name not in BENCHMARK_FORMATS and b.name not in ("samples", MEGASCIENCE):
                 errors.append(
-                    f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: {', '.join(BENCHMARK_FORMATS)}"
+                    f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: "
+                    f"{', '.join((*BENCHMARK_FORMATS, 'samples', MEGASCIENCE))}"
                 )
             if not b.path:
                 errors.append(f"data.ood[{i}].path must name the benchmark's file")

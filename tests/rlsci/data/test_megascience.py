@@ -20,7 +20,7 @@ from rewards.mcq import ANSWER_INSTRUCTION
 from rewards.reference import REFERENCE_INSTRUCTION
 from rewards.registry import build_reward
 from rlsci.data.build import build_data, load_any
-from rlsci.data.config import DataConfig, ValConfig
+from rlsci.data.config import BenchmarkSource, DataConfig, ValConfig
 from rlsci.data.loaders import DataError
 from rlsci.data.megascience import load_megascience
 from rlsci.data.prompts import PromptConfig, render_messages
@@ -118,6 +118,12 @@ def test_format_name_and_auto_detection_through_the_data_config(tmp_path):
     assert [s.answer for s in bundle.train] == ["78.54 cm²", "15 m/s", "Mitochondria"]
     assert [s.source for s in bundle.val] == ["NaturalReasoning"]
     assert bundle.metrics()["data/train/samples"] == 3.0
+    # held-out MegaScience rows as an out-of-domain set of a training run (eval/textbook/...)
+    ood = build_data(
+        DataConfig(train=[str(train)], val=ValConfig(source="none"),
+                   ood=[BenchmarkSource(name="megascience", path=str(val), label="textbook")])
+    ).ood  # fmt: skip
+    assert [s.answer for s in ood["textbook"]] == ["$0.5 \\, \\text{mol/L}$"]
     # WildSci-Val (the default data.val) needs WildSci voting tiers: refused at once, naming the keys
     errors = DataConfig(train=[str(train)], format="megascience").validate()
     assert errors == [
