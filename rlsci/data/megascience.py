@@ -50,10 +50,9 @@ from rlsci.data.loaders import (
 )
 from rlsci.data.options import content_id
 
-__all__ = ["FORMAT", "HUB_IDS", "load_megascience", "megascience_row"]
+__all__ = ["FORMAT", "SIGNATURE", "load_megascience", "megascience_row"]
 
 FORMAT = "megascience"  # the name of the format in configs (data.format) and load_any
-HUB_IDS = ("MegaScience/MegaScience", "MegaScience/TextbookReasoning")
 SIGNATURE = frozenset({"question", "reference_answer", "subject"})  # fields that identify its rows
 _USED = ("id", "question", "reference_answer", "answer", "subject", "source")
 
@@ -63,7 +62,6 @@ def megascience_row(rec: Record) -> Sample:
     row = require_object(rec)
     question = field_text(row, "question", "missing_question")
     reference = field_text(row, "reference_answer", "missing_answer")
-    reasoning = row.get("answer")
     return Sample(
         id=optional_text(row, "id") or content_id(FORMAT, question, reference),
         question=question,
@@ -71,10 +69,7 @@ def megascience_row(rec: Record) -> Sample:
         answer=reference,
         domain=field_text(row, "subject"),
         source=_optional_text(row, "source") or FORMAT,
-        meta={
-            **meta_of(row, _USED),
-            "reasoning": "" if is_missing(reasoning) else as_text(reasoning, "answer"),
-        },
+        meta={**meta_of(row, _USED), "reasoning": _optional_text(row, "answer")},
     )
 
 
