@@ -159,7 +159,7 @@ def plot_position_bias(run: Run) -> Figure:
         _legend(stack_ax, title="predicted")
     else:
         _missing(stack_ax, "train/pred_pos/<letter>")
-    stack_ax.set(title="predicted letters", xlabel=STEP, ylabel="share of extracted answers", ylim=(0, 1.0))
+    stack_ax.set(title="predicted letters (blank: none extracted)", xlabel=STEP, ylabel="share of extracted answers", ylim=(0, 1.0))
 
     if letters:
         steps = pd.DataFrame(pred or gold).dropna(how="all").index  # the training steps that logged letters
@@ -262,15 +262,28 @@ def plot_training_health(run: Run) -> Figure:
     return fig
 
 
+KEY_TITLES = {  # metric key -> (panel title, y label) in plot_comparison; other keys are shown as themselves
+    "train/acc": ("training accuracy (sampled responses)", ACCURACY),
+    "eval/val/acc": ("validation accuracy (greedy)", ACCURACY),
+    "train/reward/mean": ("mean reward (training samples)", "reward"),
+    "train/extractable": ("answer extractable (training samples)", FRACTION),
+    "train/truncated": ("truncated at rollout.max_tokens", FRACTION),
+    "train/response_len/mean": ("mean response length (training samples)", "response length (tokens)"),
+}
+
+
 def plot_comparison(comparison: Comparison, keys: Sequence[str] = ("train/acc", "eval/val/acc")) -> Figure:
-    """One panel per metric key, one line per run."""
+    """One panel per metric key, one line per run; accuracies and fractions on a [0, 1] axis."""
     fig, axes = _figure(len(keys), "comparison: " + ", ".join(r.name for r in comparison.runs), width=5.5)
     colors = _colors([r.name for r in comparison.runs])
     for ax, key in zip(axes, keys, strict=True):
         drawn = [_plot(ax, run.series(key), run.name, color=colors[run.name]) for run in comparison.runs]
         if not any(drawn):
             _missing(ax, key)
-        ax.set(title=key, xlabel=STEP, ylabel=ACCURACY if key.endswith("acc") else key.rsplit("/", 1)[-1])
+        title, ylabel = KEY_TITLES.get(key, (key, ACCURACY if key.endswith("/acc") else key.rsplit("/", 1)[-1]))
+        ax.set(title=title, xlabel=STEP, ylabel=ylabel)
+        if ylabel in (ACCURACY, FRACTION):
+            ax.set_ylim(-0.02, 1.02)
         _legend(ax, title="run")
     return fig
 

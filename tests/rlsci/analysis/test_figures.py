@@ -11,8 +11,10 @@ from matplotlib.collections import PolyCollection
 
 from rlsci.analysis import (
     FIGURES,
+    compare_runs,
     load_run,
     plot_accuracy,
+    plot_comparison,
     plot_extractability,
     plot_generalization,
     plot_position_bias,
@@ -179,3 +181,15 @@ def test_report_writes_figures_summary_and_html(real_run, tmp_path, capsys):
 def test_report_on_a_missing_run_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().out
+
+
+def test_comparison_has_one_line_per_run_under_readable_titles(write_run):
+    a = write_run("a", metrics=[{"step": 1, "train/acc": 0.2, "train/response_len/mean": 9.0},
+                                {"step": 2, "train/acc": 0.4, "train/response_len/mean": 7.0}])
+    b = write_run("b", metrics=[{"step": 1, "train/acc": 0.1}])
+    fig = plot_comparison(compare_runs([a.root, b.root]), keys=("train/acc", "train/response_len/mean", "x/y"))
+    acc, length, other = fig.axes
+    assert lines(acc) == {"a": ([1, 2], [0.2, 0.4]), "b": ([1], [0.1])}
+    assert acc.get_title() == "training accuracy (sampled responses)" and acc.get_ylim() == (-0.02, 1.02)
+    assert lines(length) == {"a": ([1, 2], [9.0, 7.0])} and length.get_ylabel() == "response length (tokens)"
+    assert other.get_title() == "x/y" and other.texts[0].get_text().startswith("not logged")

@@ -4,11 +4,13 @@ outputs; both execute without a cell error against run directories from the real
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
 EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
@@ -32,14 +34,19 @@ def test_notebook_is_paired_in_sync_and_has_no_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None, f"{name}.ipynb: clear outputs before committing"
 
 
-def _execute(name: str, env: dict[str, str], monkeypatch) -> nbformat.NotebookNode:
-    """Execute experiments/<name>.ipynb in experiments/ on a kernel of this Python (the venv's): the
-    `python3` kernelspec's argv starts with `python`, which jupyter_client replaces with sys.executable."""
+def _execute(name: str, env: dict[str, str], tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Execute experiments/<name>.ipynb in experiments/ on a kernel of this Python (the venv's, whatever
+    kernelspecs the machine has): the notebooks' `python3` kernel is written for sys.executable under
+    $JUPYTER_PATH, which jupyter searches before the user's and the environment's kernel folders."""
+    write_kernel_spec(tmp_path / "jupyter" / "kernels" / "python3")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(EXPERIMENTS / f"{name}.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print('kernel python:', sys.executable)"))
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
                    resources={"metadata": {"path": str(EXPERIMENTS)}}).execute()
+    assert f"kernel python: {sys.executable}" in _text(nb)
     return nb
 
 
@@ -54,16 +61,17 @@ def _images(nb: nbformat.NotebookNode) -> int:
 
 
 @pytest.mark.slow
-def test_training_dynamics_notebook_runs_on_a_real_run(real_run, monkeypatch):
-    nb = _execute("training_dynamics", {"RLSCI_RUN": str(real_run)}, monkeypatch)
+def test_training_dynamics_notebook_runs_on_a_real_run(real_run, tmp_path, monkeypatch):
+    nb = _execute("training_dynamics", {"RLSCI_RUN": str(real_run)}, tmp_path, monkeypatch)
     text = _text(nb)
     assert f"{real_run}, steps 0-4" in text  # the run of the parameter, not the demo's
     assert _images(nb) == 7  # every figure shown once (figures are not registered with pyplot)
 
 
 @pytest.mark.slow
-def test_compare_runs_notebook_runs_on_two_seeds(real_run, real_run_seed1, monkeypatch):
-    nb = _execute("compare_runs", {"RLSCI_RUNS": os.pathsep.join([str(real_run), str(real_run_seed1)])}, monkeypatch)
+def test_compare_runs_notebook_runs_on_two_seeds(real_run, real_run_seed1, tmp_path, monkeypatch):
+    runs = os.pathsep.join([str(real_run), str(real_run_seed1)])
+    nb = _execute("compare_runs", {"RLSCI_RUNS": runs}, tmp_path, monkeypatch)
     text = _text(nb)
     assert "steps 0-4, seed 0" in text and "steps 0-2, seed 1" in text
     assert _images(nb) == 2 + 2 * 2  # two comparisons, then accuracy and generalization per run
