@@ -1,9 +1,11 @@
 """`rlsci eval`: evaluate a model on a benchmark suite (rlsci/evaluate.py).
 
-    rlsci eval --model runs/models/tiny --suite configs/eval/smoke.yaml               # CPU
-    rlsci eval --model M --suite configs/eval/science.yaml --engine vllm skip=[wildsci_val]
-    rlsci eval --model M --suite configs/eval/science.yaml --k 8 generation.temperature=0.6
-    rlsci eval --model runs/x/checkpoints/step_000100/hf --suite S --run-dir runs/x --step 100
+    rlsci eval configs/eval/smoke.yaml --model runs/models/tiny                      # CPU
+    rlsci eval configs/eval/science.yaml --model M --engine vllm skip=[wildsci_val]
+    rlsci eval configs/eval/science.yaml --model M --k 8 generation.temperature=0.6
+    rlsci eval S --model runs/x/checkpoints/step_000100/hf --run-dir runs/x --step 100
+
+The suite file comes first, as the config file of every rlsci command (`--suite S` is still read).
 
 Writes OUT/items.parquet, OUT/summary.json and OUT/summary.md (default OUT:
 runs/eval/<suite name>/<model path, '/' written '--'>, e.g. runs/eval/smoke/ck--step_100--hf, so
@@ -28,8 +30,9 @@ HELP = "evaluate a model on a benchmark suite: accuracy per benchmark and per do
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", nargs="?", metavar="SUITE", help="suite YAML, e.g. configs/eval/smoke.yaml")
     parser.add_argument("--model", required=True, help="a local model folder or a Hugging Face hub id")
-    parser.add_argument("--suite", required=True, type=Path, help="suite YAML, e.g. configs/eval/smoke.yaml")
+    parser.add_argument("--suite", dest="suite_option", type=Path, help=argparse.SUPPRESS)  # older spelling
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/eval/<suite>/<model path>)"
     )
@@ -51,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads of the hf engine (torch.set_num_threads and OMP_NUM_THREADS; default: all cores); "
         "fewer than the cores on a shared machine avoid oversubscription",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (rlsci's, transformers', vLLM's)"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="suite overrides (before or after the options)"
     )
@@ -82,13 +87,31 @@ def busy_hint(threads: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rlsci.commands import file_and_overrides, hide_progress_bars
+
+    # vLLM logs ~57 lines at start: to stderr, so that stdout holds the summary alone (set before
+    # vllm is imported; a value the user set is kept). Bars are hidden before any library that
+    # draws them is imported.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if args.no_progress:
+        hide_progress_bars()
     from rlsci.config import ConfigError
     from rlsci.data.loaders import DataError
     from rlsci.evaluate import EvalError, evaluate, load_suite_config, print_summary
 
-    # vLLM logs ~57 lines at start: to stderr, so that stdout holds the summary alone (set before
-    # vllm is imported; a value the user set is kept)
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    try:
+        args.suite, args.overrides = file_and_overrides(
+            args.suite, args.suite_option, args.overrides, "suite"
+        )
+    except ValueError as exc:
+        print(f"rlsci eval: {exc}", file=sys.stderr)
+        return 2
+    if args.suite is None:
+        print(
+            "rlsci eval: give the suite file first: rlsci eval configs/eval/smoke.yaml --model M",
+            file=sys.stderr,
+        )
+        return 2
     if (args.run_dir is None) != (args.step is None):
         print("rlsci eval: --run-dir and --step go together", file=sys.stderr)
         return 2

@@ -1,11 +1,12 @@
 """`rlsci serve-rewards`: run the reward server (rewards/server.py) in the foreground.
 
     rlsci serve-rewards                                             # built-ins on 127.0.0.1:8711
-    rlsci serve-rewards --config configs/rewards/server.yaml reward.timeout_s=5
+    rlsci serve-rewards configs/rewards/server.yaml reward.timeout_s=5
     rlsci serve-rewards --reward mine=my_rewards.py:score           # also serve a user function
     RLSCI_REWARD_TOKEN=secret rlsci serve-rewards --host 0.0.0.0    # remote access needs a token
 
-The `reward` section of the config sets what "default" means and the server's limits
+The config file comes first, as in every rlsci command (`--config FILE` is still read). Its
+`reward` section sets what "default" means and the server's limits
 (reward.server.*). Flags win over the config; the token comes from --token or --token-file (a
 file holding it, so that it does not show in `ps`), else the environment variable
 RLSCI_REWARD_TOKEN, else reward.server.token.
@@ -45,7 +46,10 @@ def read_token_file(path: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config; its `reward` section configures the server")
+    parser.add_argument(
+        "config", nargs="?", metavar="FILE", help="YAML config; its `reward` section configures the server"
+    )
+    parser.add_argument("--config", dest="config_option", type=Path, help=argparse.SUPPRESS)  # older spelling
     parser.add_argument("--host", help="address to bind (default reward.server.host, 127.0.0.1)")
     parser.add_argument("--port", type=port_number, help="port (default reward.server.port, 8711)")
     tokens = parser.add_mutually_exclusive_group()
@@ -67,8 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     from rewards.pool import PoolStartError
     from rewards.server import serve
+    from rlsci.commands import file_and_overrides
     from rlsci.config import load_config
 
+    try:
+        config, overrides = file_and_overrides(args.config, args.config_option, args.overrides, "config file")
+    except ValueError as exc:
+        print(f"rlsci serve-rewards: error: {exc}", file=sys.stderr)
+        return 2
     extra = {}
     for item in args.reward:
         name, sep, spec = item.partition("=")
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         extra[name] = spec
     try:  # config errors (ConfigError is a ValueError), refusals, functions that cannot load
-        cfg = load_config(args.config, args.overrides).reward
+        cfg = load_config(config, overrides).reward
         token = args.token or (read_token_file(args.token_file) if args.token_file else None)
         server = replace(
             cfg.server,
