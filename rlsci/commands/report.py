@@ -25,8 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlsci.analysis import load_run
-    from rlsci.analysis.report import write_report
+    try:
+        from rlsci.analysis import load_run
+        from rlsci.analysis.report import write_report
+    except ImportError as e:  # pandas and matplotlib come with the notebooks extra, not the base install
+        print(f"rlsci report: {e.name} is not installed; install the notebooks extra: pip install 'rlsci[notebooks]'")
+        return 2
 
     try:
         main = load_run(args.run_dir)

@@ -4,6 +4,8 @@ written by the real trainer."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +195,11 @@ def test_comparison_has_one_line_per_run_under_readable_titles(write_run):
     assert acc.get_title() == "training accuracy (sampled responses)" and acc.get_ylim() == (-0.02, 1.02)
     assert lines(length) == {"a": ([1, 2], [9.0, 7.0])} and length.get_ylabel() == "response length (tokens)"
     assert other.get_title() == "x/y" and other.texts[0].get_text().startswith("not logged")
+
+
+def test_report_without_the_notebooks_extra_names_it(tmp_path):
+    # pandas made unimportable in a fresh interpreter, as in an install without the notebooks extra
+    code = "import sys; sys.modules['pandas'] = None; from rlsci.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "pandas is not installed" in done.stdout and "rlsci[notebooks]" in done.stdout
