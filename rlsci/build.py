@@ -43,7 +43,7 @@ class Parts:
     learner: LearnerGroup
     pool: RolloutPool
     sync: WeightSync
-    rewards: RewardService
+    rewards: RewardService | None  # None for a run that grades nothing while training (rlsci sft)
     graders: object  # rlsci.evaluate.Graders (lenient mcq for evaluation)
     devices: int  # GPUs, or CPU ranks + workers on a CPU placement (perf/tokens_per_s_per_device)
     data_metrics: dict[str, float]
@@ -57,7 +57,7 @@ class Parts:
 
     def close(self) -> None:
         """Stop everything this run started (safe to call after a partial failure)."""
-        for stop in (lambda: [s.close() for s in self.sinks], self.rewards.close, self.pool.shutdown,
+        for stop in (lambda: [s.close() for s in self.sinks], lambda: self.rewards and self.rewards.close(), self.pool.shutdown,
                      self.learner.shutdown, lambda: release_placement(self.placement),
                      lambda: self.server and self.server.stop()):
             try:
@@ -148,7 +148,8 @@ def build_sinks(cfg: Config, run: RunDir) -> list:
                          mlflow_tracking_uri=cfg.trainer.mlflow_tracking_uri)
 
 
-def build_everything(cfg: Config, run: RunDir, log) -> Parts:
+def build_everything(cfg: Config, run: RunDir, log, *, rewards: bool = True) -> Parts:
+    """Every part of a run; without `rewards` no reward server (training grades nothing: rlsci sft)."""
     from transformers import AutoTokenizer
 
     from rlsci.data.prompts import render_prompt_ids, resolve_template
@@ -175,10 +176,8 @@ def build_everything(cfg: Config, run: RunDir, log) -> Parts:
         sync = build_weight_sync(cfg.trainer.placement, cfg.rollout.engine, learner, pool, bucket_bytes=cfg.rollout.weight_bucket_bytes,
                                  dtype=dtype)
         sync.init()
-        rewards, server = build_rewards(cfg, run)
-        started.append(rewards)
-        if server is not None:
-            started.append(server)
+        service, server = build_rewards(cfg, run) if rewards else (None, None)
+        started += [part for part in (service, server) if part is not None]
     except BaseException:
         for part in reversed(started):
             (part.close if isinstance(part, RewardService) else
@@ -191,8 +190,8 @@ def build_everything(cfg: Config, run: RunDir, log) -> Parts:
     log(f"run directory: {run.root}\n  model {model}, {len(train)} training questions, "
         f"{', '.join(f'{s.label} {len(s.samples)}' for s in eval_sets) or 'no evaluation sets'}\n"
         f"  placement {cfg.trainer.placement}: {cfg.learner.num_ranks} learner rank(s), {cfg.rollout.workers} "
-        f"{cfg.rollout.engine} rollout worker(s), reward server {rewards.url}")
+        f"{cfg.rollout.engine} rollout worker(s), reward server {service.url if service else 'none'}")
     return Parts(train=train, eval_sets=eval_sets, tokenizer=tokenizer,
                  render=lambda q: render_prompt_ids(q, tokenizer, template), pad_id=int(pad), placement=placement,
-                 learner=learner, pool=pool, sync=sync, rewards=rewards, graders=graders,
+                 learner=learner, pool=pool, sync=sync, rewards=service, graders=graders,
                  devices=devices, data_metrics=data_metrics, server=server)

@@ -26,6 +26,7 @@ COMMANDS = {
     "data": "rlsci.commands.data",
     "eval": "rlsci.commands.eval",
     "train": "rlsci.commands.train",
+    "sft": "rlsci.commands.sft",
     "report": "rlsci.commands.report",
     "launch": "rlsci.commands.launch",
 }

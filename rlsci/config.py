@@ -194,6 +194,27 @@ class TrainerConfig:
         return errors
 
 
+@dataclass
+class SftConfig:
+    """Supervised warm start (`rlsci sft`, rlsci/sft.py): cross-entropy on the response tokens of
+    data.train's questions. The loop, its length, evaluation, checkpoints and logging are the trainer
+    section's (trainer.total_steps, eval_every, save_every, ...); the optimizer is the learner's."""
+
+    batch_size: int = 32  # questions per optimizer step
+    # what the response says: "answer_line" = 'Answer: B' (free form: 'Answer: <reference>'), the line
+    # the graders read; "letter" = 'B' alone (multiple choice only), for tiny models
+    target: Literal["answer_line", "letter"] = "answer_line"
+    with_reasoning: bool = False  # the row's reasoning (MegaScience-style data) before the answer line
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.batch_size < 1:
+            errors.append(f"sft.batch_size must be >= 1, got {self.batch_size}")
+        if self.target not in ("answer_line", "letter"):
+            errors.append(f"sft.target must be answer_line or letter, got {self.target!r}")
+        return errors
+
+
 def _learner_defaults() -> LearnerConfig:
     """The learner section inside a training config: the values it shares with other sections
     follow them (OmegaConf interpolations, resolved at load) unless a config sets them."""
@@ -214,6 +235,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
 
     def validate(self) -> list[str]:
         """Rules across sections, checked once here rather than by hand in the parts."""

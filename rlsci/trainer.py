@@ -105,10 +105,12 @@ def build_batch(groups: list[Group], advantages: torch.Tensor, *, mask_truncated
 class Trainer:
     """Builds every part from its config section (rlsci/build.py) and runs the loop."""
 
+    uses_rewards = True  # a reward server grades the rollouts (rlsci/sft.py's trainer needs none)
+
     def __init__(self, cfg: Config, log=print, on_step=None):
         self.cfg, self.log, self.on_step = cfg, log, on_step
         self.run = RunDir(Path(cfg.run.dir))
-        self.parts = build_everything(cfg, self.run, log)
+        self.parts = build_everything(cfg, self.run, log, rewards=self.uses_rewards)
         p = self.parts
         self.sampler = PromptSampler(p.train, seed=cfg.data.seed, shuffle_options=cfg.data.shuffle_options)
         self.step = 0
@@ -330,9 +332,10 @@ class Trainer:
         self.parts.close()
 
 
-def train(cfg: Config, log=print, on_step=None) -> tuple[dict[str, float], Trainer]:
-    """Run `cfg` to the end (or to a SIGTERM/SIGINT, raising TrainingStopped). Starts a local Ray
-    cluster unless one is reachable (trainer.ray_address, RAY_ADDRESS, `ray job submit`)."""
+def train(cfg: Config, log=print, on_step=None, trainer_cls: type[Trainer] = Trainer) -> tuple[dict[str, float], Trainer]:
+    """Run `cfg` to the end (or to a SIGTERM/SIGINT, raising TrainingStopped) with `trainer_cls`
+    (GRPO; rlsci.sft.SftTrainer for the warm start). Starts a local Ray cluster unless one is
+    reachable (trainer.ray_address, RAY_ADDRESS, `ray job submit`)."""
     started_ray = False
     if not ray.is_initialized():
         address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
@@ -345,7 +348,7 @@ def train(cfg: Config, log=print, on_step=None) -> tuple[dict[str, float], Train
         started_ray = True
     trainer = None
     try:
-        trainer = Trainer(cfg, log, on_step)
+        trainer = trainer_cls(cfg, log, on_step)
         return trainer.fit(), trainer
     finally:
         if trainer is not None:

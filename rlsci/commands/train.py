@@ -96,6 +96,11 @@ def placement_plan(cfg) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_command(args, "train")
+
+
+def run_command(args: argparse.Namespace, name: str) -> int:
+    """`rlsci train` and `rlsci sft` (name): load, check, then run the loop with the matching trainer."""
     from rlsci.config import ConfigError, config_to_yaml, load_config
 
     try:
@@ -108,17 +113,18 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(config_to_yaml(cfg))
         print(f"\n{placement_plan(cfg)}\nrun directory: {cfg.run.dir}")
     if errors:
-        print(f"rlsci train: cannot start {'here ' if args.dry_run else ''}({len(errors)} problem"
+        print(f"rlsci {name}: cannot start {'here ' if args.dry_run else ''}({len(errors)} problem"
               f"{'s' if len(errors) > 1 else ''}):\n" + "\n".join(f"  - {e}" for e in errors), file=sys.stderr)
         return 2
-    return 0 if args.dry_run else _train(cfg)
+    return 0 if args.dry_run else _train(cfg, name)
 
 
-def _train(cfg) -> int:
+def _train(cfg, name: str) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rlsci.trainer import TrainingStopped, train
+    from rlsci.sft import SftTrainer
+    from rlsci.trainer import Trainer, TrainingStopped, train
 
     console = Console(stderr=False)
     progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -134,18 +140,23 @@ def _train(cfg) -> int:
         if step == 0:
             log("step   0  " + _eval_line(m))
             return
-        status = f"reward {m.get('train/reward/mean', float('nan')):+.3f}  acc {m.get('train/acc', float('nan')):.3f}"
+        if name == "sft":
+            status = f"loss {m['sft/loss']:.3f}  token acc {m['sft/token_acc']:.3f}"
+            line = _sft_line(m)
+        else:
+            status = f"reward {m.get('train/reward/mean', float('nan')):+.3f}  acc {m.get('train/acc', float('nan')):.3f}"
+            line = _step_line(m, cfg.trainer.logprob_diff_warn)
         progress.update(task, completed=step, status=status)
-        log(_step_line(m, cfg.trainer.logprob_diff_warn))
+        log(line)
 
     with progress:
         try:
-            last, trainer = train(cfg, log=log, on_step=on_step)
+            last, trainer = train(cfg, log=log, on_step=on_step, trainer_cls=SftTrainer if name == "sft" else Trainer)
         except TrainingStopped as stop:
             log(f"{stop}. Checkpoint in {cfg.run.dir}/checkpoints; run the same command again to resume.")
             return 143 if stop.signal_name == "SIGTERM" else 130
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            log(f"rlsci train: error: {exc}")
+            log(f"rlsci {name}: error: {exc}")
             return 1
     _summary(console, cfg, trainer, last, time.perf_counter() - started)
     return 0
@@ -155,6 +166,13 @@ def _eval_line(m: dict) -> str:
     parts = [f"{k.split('/')[1]} acc {v:.3f}" for k, v in m.items() if k.startswith("eval/") and k.endswith("/acc")
              and k.count("/") == 2 and "/macro/" not in k]
     return "eval: " + ", ".join(parts) if parts else ""
+
+
+def _sft_line(m: dict) -> str:
+    line = (f"step {int(m['step']):>4}  loss {m['sft/loss']:.4f}  token acc {m['sft/token_acc']:.3f}  "
+            f"grad_norm {m['sft/grad_norm']:.3f}  lr {m['sft/lr']:.2e}  {m['sft/tokens_per_s']:.0f} tokens/s  "
+            f"| {m['timing/step']:.2f} s")
+    return line + ("\n          " + _eval_line(m) if _eval_line(m) else "")
 
 
 def _step_line(m: dict, warn: float) -> str:
@@ -191,8 +209,12 @@ def _summary(console, cfg, trainer, last: dict, seconds: float) -> None:
             table.add_row(b1.label, "all", str(b1.n), f"{b0.acc:.3f}", f"{b1.acc:.3f}", style="bold")
         console.print(table)
     best = f"best {trainer.best['metric']} = {trainer.best['value']:.3f} at step {trainer.best['step']}" if trainer.best else ""
-    console.print(f"train acc (last step) {last.get('train/acc', float('nan')):.3f}, extractable "
-                  f"{last.get('train/extractable', float('nan')):.2f}. {best}", markup=False, highlight=False, soft_wrap=True)
+    if "sft/loss" in last:
+        tail = f"sft loss (last step) {last['sft/loss']:.4f}, token acc {last['sft/token_acc']:.3f}. {best}"
+    else:
+        tail = (f"train acc (last step) {last.get('train/acc', float('nan')):.3f}, extractable "
+                f"{last.get('train/extractable', float('nan')):.2f}. {best}")
+    console.print(tail, markup=False, highlight=False, soft_wrap=True)
     console.print(f"run directory: {run.root} (metrics.jsonl, rollouts/, eval/, checkpoints/"
                   f"{', hf/' if cfg.trainer.export_hf else ''}); read it with rlsci.analysis or TensorBoard "
                   f"(tensorboard --logdir {run.events})", markup=False, highlight=False, soft_wrap=True)

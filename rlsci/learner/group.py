@@ -117,6 +117,13 @@ class LearnerGroup:
         shared = ray.put(batch)
         return ray.get([w.train_step.remote(shared) for w in self.workers])[0]
 
+    def sft_step(self, batch: RolloutBatch) -> dict[str, float]:
+        """One AdamW step of cross-entropy on the batch's response tokens (rlsci sft); rank 0's global stats:
+        loss (mean -log p per token), token_acc, grad_norm, lr, tokens, time_s, step."""
+        batch.validate()
+        shared = ray.put(batch)
+        return ray.get([w.sft_step.remote(shared) for w in self.workers])[0]
+
     def state_dict_for_rollout(
         self, bucket_bytes: int = 2**28, dtype: torch.dtype | None = None
     ) -> Iterator[list[tuple[str, Tensor]]]:

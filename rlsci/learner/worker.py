@@ -24,6 +24,7 @@ from functools import partial
 import ray
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import transformers
 from torch import Tensor
 from torch.distributed.tensor import DTensor
@@ -39,6 +40,7 @@ from rlsci.learner.fsdp import (
     load_sharded_model,
     lr_factor,
     resolve_attn_implementation,
+    shifted_logprobs,
     state_tensors,
     token_logprobs,
 )
@@ -260,6 +262,33 @@ class LearnerWorker:
             step=float(self.step),
         )
         return stats
+
+    def sft_step(self, batch: RolloutBatch) -> dict[str, float]:
+        """One AdamW step of supervised fine-tuning: cross-entropy of the response tokens (teacher forcing),
+        ``loss = -sum(mask * log p(token)) / (tokens in the batch)``, at temperature 1 whatever
+        learner.temperature is (that one matches the sampler of RL). Stats are global over ranks."""
+        start = time.perf_counter()
+        num_tokens = batch.num_loss_tokens()  # every rank holds the whole batch: a global count
+        sums = torch.zeros(3, device=self.device)  # summed -log p, loss tokens, tokens whose argmax is the target
+        self.model.train()
+        lr = self.scheduler.get_last_lr()[0]
+        for _, micro in self._micro_steps(self._my_share(batch)):
+            micro = micro.to(self.device)
+            logits = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False).logits
+            logprobs, _ = shifted_logprobs(logits, micro.input_ids, temperature=1.0, with_entropy=False)  # (b, l)
+            with torch.no_grad():  # the model's greedy choice at each position is the target token
+                hits = F.pad((logits[:, :-1].argmax(-1) == micro.input_ids[:, 1:]).float(), (1, 0))
+            mask = micro.loss_mask()
+            nll = -(logprobs * mask).sum()
+            (nll / max(num_tokens, 1) * self.world_size).backward()  # FSDP averages gradients over ranks
+            sums += torch.stack([nll.detach(), mask.sum(), (hits * mask).sum()])
+        norm = self._optimizer_step()
+        self.scheduler.step()
+        self.step += 1
+        dist.all_reduce(sums)
+        nll, tokens, hits = sums.tolist()
+        return {"loss": nll / max(tokens, 1.0), "token_acc": hits / max(tokens, 1.0), "grad_norm": float(norm),
+                "lr": lr, "tokens": tokens, "time_s": time.perf_counter() - start, "step": float(self.step)}
 
     # ------------------------------------------------------------------ weights out, checkpoints
 
