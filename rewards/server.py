@@ -1,7 +1,7 @@
 """The reward server: grades (response, sample) pairs over HTTP for one or many trainers.
 
     rlsci serve-rewards --port 8711                                   # built-ins only
-    rlsci serve-rewards --config configs/rewards/server.yaml reward.timeout_s=5
+    rlsci serve-rewards configs/rewards/server.yaml reward.timeout_s=5
     RLSCI_REWARD_TOKEN=secret rlsci serve-rewards --host 0.0.0.0      # remote: a token is required
 
 What it serves is fixed at start (a request can only name one of these, never an import path):

@@ -2,10 +2,10 @@
 extractor, and report accuracy per benchmark and per domain (in the spirit of the MegaScience
 evaluation system: many benchmarks, one robust grader, per-domain tables).
 
-    rlsci eval --model runs/models/tiny --suite configs/eval/smoke.yaml            # CPU, seconds
-    rlsci eval --model runs/x/checkpoints/step_000700/hf --suite configs/eval/science.yaml \\
+    rlsci eval configs/eval/smoke.yaml --model runs/models/tiny                    # CPU, seconds
+    rlsci eval configs/eval/science.yaml --model runs/x/checkpoints/step_000700/hf \\
         --engine vllm paths.wildsci=/data/wildsci engine_kwargs.tensor_parallel_size=2   # GPU
-    rlsci eval --model M --suite configs/eval/science.yaml --k 8 generation.temperature=0.6 \\
+    rlsci eval configs/eval/science.yaml --model M --k 8 generation.temperature=0.6 \\
         skip=[wildsci_val] max_samples=50                                          # mean@8, maj@8
 
     summary = evaluate("runs/models/tiny", "configs/eval/smoke.yaml", "out/")     # Python
