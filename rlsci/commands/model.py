@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     init.add_argument("--size", default="tiny", help="micro | tiny | small | base (default: tiny)")
     init.add_argument("--out", required=True, help="output directory (created)")
     init.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (transformers' shard writer)"
+    )
+    init.add_argument(
         "--overwrite", action="store_true", help="write into --out even if it already holds files"
     )
     init.add_argument(
@@ -32,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "no_progress", False):  # before transformers is imported
+        from rlsci.commands import hide_progress_bars
+
+        hide_progress_bars()
     from rlsci.models import (
         INIT_RECORD,
         SIZES,

@@ -204,3 +204,24 @@ def test_no_progress_hides_every_bar(model_dir, tmp_path):
     assert shown.returncode == 0 and hidden.returncode == 0, shown.stderr + hidden.stderr
     assert "it/s]" in shown.stderr  # a tqdm bar is there without the option (the test is not blind)
     assert "it/s]" not in hidden.stderr and "%|" not in hidden.stderr
+
+
+def test_model_init_no_progress_hides_the_shard_bar(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    cmd = [sys.executable, "-m", "rlsci.cli", "model", "init", "--size", "micro"]
+    shown = subprocess.run([*cmd, "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    hidden = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0 and hidden.returncode == 0, shown.stderr + hidden.stderr
+    assert "Writing model shards" in shown.stderr  # the bar exists without the option
+    assert "Writing model shards" not in hidden.stderr
+
+
+def test_output_piped_into_a_reader_that_leaves_is_no_traceback():
+    # `rlsci data inspect bundled:wildsci_sample | head -1`
+    cmd = [sys.executable, "-m", "rlsci.cli", "data", "inspect", "bundled:wildsci_sample"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err, err
