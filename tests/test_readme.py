@@ -147,3 +147,15 @@ def test_the_readme_config_commands_exit_as_it_says(tmp_path, monkeypatch, capsy
     (shown,) = re.findall(r"`rlsci (config configs/demo\.yaml reward\.fn=\w+)`", text)
     assert main(shlex.split(shown)) == 2
     assert "reward.fn: unknown reward 'mcq_strcit'. Did you mean 'mcq_strict'?" in capsys.readouterr().err
+
+
+CHEMBENCH = REPO.parent / "shared" / "benchmarks" / "chembench" / "chemistry_multi_choise.json"
+
+
+@pytest.mark.skipif(not CHEMBENCH.is_file(), reason=f"the published ChemBench file is absent ({CHEMBENCH})")
+def test_chembench_drops_the_number_of_tasks_the_readme_says():
+    from rlsci.data import read_benchmark
+
+    report = read_benchmark("chembench", CHEMBENCH, on_bad_row="skip").report
+    assert (report.rows, report.rows_skipped) == (2544, 395)
+    assert report.skipped_by_reason() == {"multiple_correct": 394, "bad_value": 1}
