@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rewards.base import Sample
 from rewards.config import RewardConfig
 from rewards.registry import load_fn, safe_grade
-from rlsci.data.config import INPUT_FORMATS
+from rlsci.data.config import INPUT_FORMATS, did_you_mean
 from rlsci.data.loaders import DataError
 from rlsci.data.options import stable_int
 from rlsci.data.prompts import (
@@ -138,7 +138,8 @@ class EvalSuiteConfig:
             where = f"benchmarks[{i}] ({labels[i]})"
             if b.name not in BENCHMARK_NAMES:
                 errors.append(
-                    f"{where}.name: unknown benchmark {b.name!r}; expected one of {', '.join(BENCHMARK_NAMES)}"
+                    f"{where}.name: unknown benchmark {b.name!r}{did_you_mean(b.name, BENCHMARK_NAMES)}; "
+                    f"expected one of {', '.join(BENCHMARK_NAMES)}"
                 )
             if labels[i] in labels[:i]:
                 errors.append(

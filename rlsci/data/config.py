@@ -5,14 +5,16 @@
       voting_tiers: [all_aligned, majority_aligned]
       val: {source: wildsci_val, per_discipline: 100}   # WildSci-Val: 9 x 100 all_aligned
       ood:
-        - {name: gpqa_aug, path: ../shared/benchmarks/gpqa/gpqa_diamond.json}
-        - {name: mmlu, path: ../shared/benchmarks/mmlu_stem/test.jsonl, on_bad_row: skip}
+        - {name: gpqa_aug, path: benchmarks/gpqa/gpqa_diamond.json}
+        - {name: mmlu, path: benchmarks/mmlu_stem/test.jsonl, on_bad_row: skip}
 
 `rlsci.data.build.build_data(cfg.data)` turns it into samples and load reports.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +24,12 @@ from rlsci.data.megascience import FORMAT as MEGASCIENCE
 from rlsci.data.wildsci import VOTING_TIERS
 
 INPUT_FORMATS = ("auto", "wildsci", "samples", *BENCHMARK_FORMATS, MEGASCIENCE)
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """" (did you mean 'mmlu' or 'mmlu_pro'?)" for a misspelled name (up to 2 close ones), else ""."""
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 @dataclass
@@ -76,7 +84,10 @@ class DataConfig:
         """Impossible combinations, each message naming its key."""
         errors = []
         if self.format not in INPUT_FORMATS:
-            errors.append(f"data.format must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
+            errors.append(
+                f"data.format must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}"
+                + did_you_mean(self.format, INPUT_FORMATS)
+            )
         unknown = [t for t in self.voting_tiers if t not in VOTING_TIERS]
         if unknown or not self.voting_tiers:
             errors.append(
@@ -95,13 +106,15 @@ class DataConfig:
         if self.val.format not in INPUT_FORMATS:
             errors.append(
                 f"data.val.format must be one of {', '.join(INPUT_FORMATS)}, got {self.val.format!r}"
+                + did_you_mean(self.val.format, INPUT_FORMATS)
             )
         labels = [b.label or b.name for b in self.ood]
         for i, b in enumerate(self.ood):
-            if b.name not in BENCHMARK_FORMATS and b.name not in ("samples", MEGASCIENCE):
+            known = (*BENCHMARK_FORMATS, "samples", MEGASCIENCE)
+            if b.name not in known:
                 errors.append(
-                    f"data.ood[{i}].name: unknown benchmark {b.name!r}; known: "
-                    f"{', '.join((*BENCHMARK_FORMATS, 'samples', MEGASCIENCE))}"
+                    f"data.ood[{i}].name: unknown benchmark {b.name!r}{did_you_mean(b.name, known)}; known: "
+                    f"{', '.join(known)}"
                 )
             if not b.path:
                 errors.append(f"data.ood[{i}].path must name the benchmark's file")

@@ -225,3 +225,15 @@ def test_output_piped_into_a_reader_that_leaves_is_no_traceback():
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and "Traceback" not in err, err
+
+
+def test_benchmark_and_format_names_get_a_did_you_mean(tmp_path, capsys):
+    overrides = ["data.format=mmlu_stem", "data.ood=[{name: gpqa_ag, path: g.json}]"]
+    assert main(["config", str(REPO / "configs" / "demo.yaml"), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "got 'mmlu_stem' (did you mean 'mmlu'?)" in err
+    assert "data.ood[0].name: unknown benchmark 'gpqa_ag' (did you mean 'gpqa_aug' or 'gpqa_diamond'?)" in err
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nbenchmarks:\n  - {name: gpqa_ag, path: g.json}\n")
+    assert main(["eval", str(suite), "--model", str(tmp_path)]) == 2
+    assert "benchmarks[0] (gpqa_ag).name: unknown benchmark 'gpqa_ag' (did you mean" in capsys.readouterr().err
