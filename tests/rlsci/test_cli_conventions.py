@@ -236,4 +236,6 @@ def test_benchmark_and_format_names_get_a_did_you_mean(tmp_path, capsys):
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\nbenchmarks:\n  - {name: gpqa_ag, path: g.json}\n")
     assert main(["eval", str(suite), "--model", str(tmp_path)]) == 2
-    assert "benchmarks[0] (gpqa_ag).name: unknown benchmark 'gpqa_ag' (did you mean" in capsys.readouterr().err
+    assert (
+        "benchmarks[0] (gpqa_ag).name: unknown benchmark 'gpqa_ag' (did you mean" in capsys.readouterr().err
+    )
