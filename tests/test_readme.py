@@ -159,3 +159,13 @@ def test_chembench_drops_the_number_of_tasks_the_readme_says():
     report = read_benchmark("chembench", CHEMBENCH, on_bad_row="skip").report
     assert (report.rows, report.rows_skipped) == (2544, 395)
     assert report.skipped_by_reason() == {"multiple_correct": 394, "bad_value": 1}
+
+
+def test_the_readme_row_of_your_own_mcq_file_loads(tmp_path):
+    from rlsci.data.build import load_any
+
+    (row,) = [text for _, text in blocks("json") if '"options"' in text]
+    path = write(tmp_path / "mine.jsonl", row)
+    result = load_any(path)  # the format detected, as the README says
+    (sample,) = result.samples
+    assert sample.options[sample.answer] == "Oxygen" and result.report.rows_skipped == 0
