@@ -30,6 +30,7 @@ def ray_head():
     import os
     import shutil
     import signal
+    import socket
     import subprocess
     import sys
     import tempfile
@@ -38,14 +39,16 @@ def ray_head():
 
     import httpx
 
-    from rlsci.reward_service import free_port
 
     ray_cmd = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    ports = {name: free_port() for name in ("port", "dashboard-port", "node-manager-port", "object-manager-port",
-                                            "runtime-env-agent-port", "dashboard-agent-grpc-port",
-                                            "dashboard-agent-listen-port", "metrics-export-port",
-                                            "ray-client-server-port")}
+    names = ("port", "dashboard-port", "node-manager-port", "object-manager-port", "runtime-env-agent-port",
+             "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port", "ray-client-server-port")
+    with contextlib.ExitStack() as held:  # every socket stays bound until all are chosen: distinct ports
+        sockets = [held.enter_context(socket.socket()) for _ in names]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = {name: sock.getsockname()[1] for name, sock in zip(names, sockets, strict=True)}
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix socket paths must fit 107 bytes
     head = subprocess.Popen([ray_cmd, "start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=4",
                              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}",
