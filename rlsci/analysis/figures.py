@@ -257,8 +257,9 @@ def plot_training_health(run: Run) -> Figure:
         ax.set(title=title, xlabel=STEP, ylabel=ylabel)
         if ylabel.startswith("fraction"):  # an all-zero fraction sits on the axis, not mid-panel
             ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 0.05))
-        if any(drawn):  # the label says which quantity (e.g. KL to the old policy or to the reference)
-            ax.legend(fontsize="small", frameon=False)
+        if any(drawn):  # the label says which quantity (e.g. KL to the old policy or to the reference);
+            # below the panel, outside the data, as the other figures put theirs to the right
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small", frameon=False)
     return fig
 
 

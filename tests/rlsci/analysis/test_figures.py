@@ -203,3 +203,21 @@ def test_report_without_the_notebooks_extra_names_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "pandas is not installed" in done.stdout and "rlsci[notebooks]" in done.stdout
+
+
+def test_every_legend_lies_outside_its_panels_data_area(run):
+    """Legends never cover data: each sits beside or below its axes (drawn with the Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    checked = 0
+    for name, plot in FIGURES.items():
+        fig = plot(run)
+        FigureCanvasAgg(fig).draw()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            box, area = legend.get_window_extent(), ax.get_window_extent()
+            assert not box.overlaps(area), (name, ax.get_title())
+            checked += 1
+    assert checked >= 8  # the health panels' legends among them
