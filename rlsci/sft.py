@@ -44,14 +44,14 @@ def target_text(sample: Sample, cfg: SftConfig) -> str:
 
 def sft_batch(samples: Sequence[Sample], render: Callable[[Sample], list[int]], tokenizer, cfg: SftConfig,
               pad_token_id: int) -> RolloutBatch:
-    """The learner's batch: prompt ids, then the target's ids and the end-of-turn token, trained on
-    (response_mask 1) and nothing else. No advantages or behaviour logprobs: zeros, unused by sft_step."""
-    if tokenizer.eos_token_id is None:
+    """The learner's batch: prompt ids, then the target's ids and (sft.end_of_turn) the end-of-turn token,
+    trained on (response_mask 1) and nothing else. No advantages or behaviour logprobs: zeros, unused by sft_step."""
+    if cfg.end_of_turn and tokenizer.eos_token_id is None:
         raise ValueError("rlsci sft: the tokenizer has no eos token, so the model could not learn where a "
-                         "response ends; set eos_token in its tokenizer_config.json")
+                         "response ends; set eos_token in its tokenizer_config.json (or sft.end_of_turn=false)")
+    end = [tokenizer.eos_token_id] if cfg.end_of_turn else []
     prompts = [render(s) for s in samples]
-    responses = [tokenizer.encode(target_text(s, cfg), add_special_tokens=False) + [tokenizer.eos_token_id]
-                 for s in samples]
+    responses = [tokenizer.encode(target_text(s, cfg), add_special_tokens=False) + end for s in samples]
     return RolloutBatch.from_sequences(prompts, responses, advantages=[0.0] * len(samples),
                                        behaviour_logprobs=[[0.0] * len(r) for r in responses],
                                        group_ids=list(range(len(samples))), pad_token_id=pad_token_id)

@@ -55,6 +55,10 @@ def test_sft_batch_trains_on_the_target_and_the_end_of_turn_only():
     # row 1: prompt 2, 'Answer: 3e8 m/s' (15) + eos
     assert batch.response_mask[1].sum().item() == 16 and batch.response_mask[1, :2].sum().item() == 0
     assert batch.num_loss_tokens() == 26
+    # without the end-of-turn token: the letter alone, one token per question
+    batch = sft_batch([MCQ], lambda s: render[s.id], CharTokenizer(), SftConfig(target="letter", end_of_turn=False),
+                      pad_token_id=0)
+    assert batch.input_ids[0].tolist() == [7, 8, 9, 100 + ord("A")] and batch.response_mask[0].tolist() == [0, 0, 0, 1]
 
 
 # ----------------------------------------------------------------------------- runs
