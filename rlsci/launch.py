@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import shlex
@@ -39,6 +38,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+
+from rewards.server import is_loopback
 
 DEFAULT_RUNTIME_ENV = Path(__file__).resolve().parents[1] / "configs" / "clusters" / "runtime_env.yaml"
 REMOTE_RUN_ROOT = "~/rlsci"  # a relative run.dir on a remote head: ~/rlsci/runs/NAME, as here
@@ -73,13 +74,7 @@ class JobPlan:
 
 def is_local_address(address: str) -> bool:
     """Whether a dashboard address (http://HOST:PORT) is on this machine."""
-    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlparse(address if "://" in address else f"http://{address}").hostname or "")
 
 
 def plan_job(config_path: str | Path, overrides: list[str], *, runtime_env_path: str | Path = DEFAULT_RUNTIME_ENV,

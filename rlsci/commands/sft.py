@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from rlsci.commands.train import add_arguments as _train_arguments
-from rlsci.commands.train import run_command
+from rlsci.commands.train import add_arguments, run_command  # noqa: F401 - the same arguments as train
 
 HELP = "supervised warm start: cross-entropy on reference answers (config: YAML + dotted overrides)"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    _train_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
