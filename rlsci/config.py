@@ -202,8 +202,10 @@ class SftConfig:
 
     batch_size: int = 32  # questions per optimizer step
     # what the response says: "answer_line" = 'Answer: B' (free form: 'Answer: <reference>'), the line
-    # the graders read; "letter" = 'B' alone (multiple choice only), for tiny models
-    target: Literal["answer_line", "letter"] = "answer_line"
+    # the graders read; "letter" = 'B' alone (multiple choice only), for tiny models; "option_text" = the
+    # gold option's text ('helium'), graded by the lenient grader's option_text rule (multiple choice only):
+    # the demo's tiny model learns the content this way within minutes, never the text-to-letter link
+    target: Literal["answer_line", "letter", "option_text"] = "answer_line"
     with_reasoning: bool = False  # the row's reasoning (MegaScience-style data) before the answer line
     # train the end-of-turn token after the target (the model learns to stop); false for one-token answers
     # generated with max_tokens 1 (with it in the loss, a plain loop on the demo's tiny model kept the letter
@@ -214,8 +216,8 @@ class SftConfig:
         errors = []
         if self.batch_size < 1:
             errors.append(f"sft.batch_size must be >= 1, got {self.batch_size}")
-        if self.target not in ("answer_line", "letter"):
-            errors.append(f"sft.target must be answer_line or letter, got {self.target!r}")
+        if self.target not in ("answer_line", "letter", "option_text"):
+            errors.append(f"sft.target must be answer_line, letter or option_text, got {self.target!r}")
         return errors
 
 

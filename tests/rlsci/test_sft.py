@@ -32,6 +32,7 @@ class CharTokenizer:
 
 
 def test_target_text_by_mode():
+    from rewards.mcq import grade_mcq
     from rlsci.sft import target_text
 
     assert target_text(MCQ, SftConfig(target="answer_line")) == "Answer: A"
@@ -40,6 +41,14 @@ def test_target_text_by_mode():
     assert target_text(FREE, SftConfig(with_reasoning=True)) == "c is about 3.00e8 m/s.\n\nAnswer: 3e8 m/s"
     with pytest.raises(ValueError, match="sft.target=letter needs multiple-choice questions; 'f1'"):
         target_text(FREE, SftConfig(target="letter"))
+    # option_text: the gold option's text, which the lenient grader maps back to the gold letter
+    text = target_text(MCQ, SftConfig(target="option_text"))
+    assert text == MCQ.options[MCQ.answer]
+    assert grade_mcq(text, MCQ, mode="lenient").correct
+    wrong = next(v for k, v in MCQ.options.items() if k != MCQ.answer)
+    assert not grade_mcq(wrong, MCQ, mode="lenient").correct
+    with pytest.raises(ValueError, match="sft.target=option_text needs multiple-choice questions; 'f1'"):
+        target_text(FREE, SftConfig(target="option_text"))
 
 
 def test_sft_batch_trains_on_the_target_and_the_end_of_turn_only():
@@ -94,7 +103,7 @@ def test_sft_learns_the_answer_format_exports_hf_and_grpo_starts_from_it(assets,
     from rlsci.trainer import train
 
     run = tmp_path / "sft"
-    cfg = load_config(SFT, overrides(assets, run, "trainer.total_steps=40"))
+    cfg = load_config(SFT, overrides(assets, run, "trainer.total_steps=40", "sft.target=letter"))
     train(cfg, log=lambda _: None, trainer_cls=SftTrainer)
     lines = read_metrics(run)
     assert [m["step"] for m in lines] == list(range(41))
