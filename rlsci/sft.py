@@ -37,7 +37,10 @@ def target_text(sample: Sample, cfg: SftConfig) -> str:
         if not sample.options:
             raise ValueError(f"sft.target={cfg.target} needs multiple-choice questions; {sample.id!r} has no options "
                              "(use sft.target=answer_line for free-form data)")
-        text = sample.answer if cfg.target == "letter" else sample.options[sample.answer]
+        # option_text: after a space, as the options line writes it ('A. helium'), so that a BPE tokenizer
+        # gives the response the prompt's own tokens (' helium' is one token of the demo's model, 'helium' two)
+        # and the model can copy them; the grader strips the space
+        text = sample.answer if cfg.target == "letter" else " " + sample.options[sample.answer]
     else:
         text = f"Answer: {sample.answer}"
     reasoning = sample.meta.get("reasoning") if cfg.with_reasoning else None

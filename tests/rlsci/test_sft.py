@@ -43,7 +43,7 @@ def test_target_text_by_mode():
         target_text(FREE, SftConfig(target="letter"))
     # option_text: the gold option's text, which the lenient grader maps back to the gold letter
     text = target_text(MCQ, SftConfig(target="option_text"))
-    assert text == MCQ.options[MCQ.answer]
+    assert text == " " + MCQ.options[MCQ.answer]  # as the options line writes it: the prompt's tokens
     assert grade_mcq(text, MCQ, mode="lenient").correct
     wrong = next(v for k, v in MCQ.options.items() if k != MCQ.answer)
     assert not grade_mcq(wrong, MCQ, mode="lenient").correct
@@ -147,3 +147,21 @@ def test_sft_resumed_from_a_checkpoint_logs_the_same_losses(assets, tmp_path, ra
     assert [m["step"] for m in resumed] == [1, 2, 3, 4, 5, 6]
     assert [m["sft/loss"] for m in resumed] == pytest.approx([m["sft/loss"] for m in straight], rel=1e-5)
     assert resumed[3]["sft/loss"] != pytest.approx(straight[0]["sft/loss"], rel=1e-3)  # not restarted from scratch
+
+
+def test_a_bad_sft_row_is_named_by_file_and_line_before_any_actor(assets, tmp_path):
+    """MegaScience-style rows for rlsci sft: line 2 has no reference answer; the run stops while building its
+    data (before the learner or any engine starts), naming the file, the line and the field."""
+    from rlsci.data.loaders import DataError
+    from rlsci.sft import SftTrainer
+
+    good = {"question": "What is the SI unit of force?", "answer": "Force is measured in newtons.",
+            "reference_answer": "newton", "subject": "physics"}
+    path = tmp_path / "textbook.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in (good, {**good, "reference_answer": ""}, good)))
+    run = tmp_path / "run"
+    cfg = load_config(SFT, [*overrides(assets, run), f"data.train=[{path}]", "data.val.source=none", "data.ood=[]",
+                            "sft.target=answer_line"])
+    with pytest.raises(DataError, match=r"textbook\.jsonl:2: reference_answer: .*\[missing_answer\]"):
+        SftTrainer(cfg, log=lambda _: None)
+    assert not (run / "metrics.jsonl").exists()  # nothing trained
