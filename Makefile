@@ -28,8 +28,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# the demo pipeline: a supervised warm start, then GRPO from its result (configs/demo_sft.yaml, demo_grpo.yaml)
 demo: install
-	$(VENV)/bin/rlsci train configs/demo.yaml
+	$(VENV)/bin/rlsci sft configs/demo_sft.yaml
+	$(VENV)/bin/rlsci train configs/demo_grpo.yaml
 
 bench: install
 	mkdir -p bench-results
