@@ -18,7 +18,7 @@
 #
 # Reads one run directory (what `rlsci train` writes under `run.dir`) through `rlsci.analysis` and
 # draws the figures of `rlsci report`, each with a sentence on how to read it. Produce a run with
-# `make demo` (writes `runs/demo`), or point the notebook at your own:
+# `rlsci train configs/demo.yaml` (writes `runs/demo`; `make demo` writes `runs/demo-grpo`), or point it at your own:
 #
 #     RLSCI_RUN=runs/my_run jupyter lab experiments/training_dynamics.ipynb
 #
