@@ -368,9 +368,10 @@ def field_text(row: Mapping[str, Any], name: str, reason: str = "missing_field")
 
 
 def optional_text(row: Mapping[str, Any], name: str) -> str:
-    """The field as stripped text, "" when absent or empty."""
+    """The field as stripped text (numbers written out), "" when absent or empty; RowError(bad_value)
+    when it is neither (a list, an object, a boolean)."""
     value = row.get(name)
-    return "" if is_missing(value) else str(value).strip()
+    return "" if is_missing(value) else as_text(value, name)
 
 
 def index_field(value: Any, field: str, n: int) -> int:

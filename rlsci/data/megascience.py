@@ -31,18 +31,15 @@ that is not text (bad_value). Numbers are written out as text (a reference_answe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rewards.base import Sample
 from rlsci.data.loaders import (
     LoadResult,
     OnBadRow,
     Record,
-    as_text,
     field_text,
-    is_missing,
     load_samples,
     meta_of,
     optional_text,
@@ -68,15 +65,9 @@ def megascience_row(rec: Record) -> Sample:
         options={},
         answer=reference,
         domain=field_text(row, "subject"),
-        source=_optional_text(row, "source") or FORMAT,
-        meta={**meta_of(row, _USED), "reasoning": _optional_text(row, "answer")},
+        source=optional_text(row, "source") or FORMAT,
+        meta={**meta_of(row, _USED), "reasoning": optional_text(row, "answer")},
     )
-
-
-def _optional_text(row: Mapping[str, Any], name: str) -> str:
-    """The field as text, "" when absent or empty; RowError(bad_value) when it is not text."""
-    value = row.get(name)
-    return "" if is_missing(value) else as_text(value, name)
 
 
 def load_megascience(
