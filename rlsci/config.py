@@ -203,8 +203,8 @@ class SftConfig:
     batch_size: int = 32  # questions per optimizer step
     # what the response says: "answer_line" = 'Answer: B' (free form: 'Answer: <reference>'), the line
     # the graders read; "letter" = 'B' alone (multiple choice only), for tiny models; "option_text" = the
-    # gold option's text ('helium'), graded by the lenient grader's option_text rule (multiple choice only):
-    # the demo's tiny model learns the content this way within minutes, never the text-to-letter link
+    # gold option's text (' helium'), graded by the lenient grader's option_text rule (multiple choice only;
+    # written after a space: the option line's own token): the demo's tiny model learns the content this way
     target: Literal["answer_line", "letter", "option_text"] = "answer_line"
     with_reasoning: bool = False  # the row's reasoning (MegaScience-style data) before the answer line
     # train the end-of-turn token after the target (the model learns to stop); false for one-token answers
@@ -216,8 +216,6 @@ class SftConfig:
         errors = []
         if self.batch_size < 1:
             errors.append(f"sft.batch_size must be >= 1, got {self.batch_size}")
-        if self.target not in ("answer_line", "letter", "option_text"):
-            errors.append(f"sft.target must be answer_line, letter or option_text, got {self.target!r}")
         return errors
 
 

@@ -15,10 +15,11 @@ learner's weights are pushed to the rollout workers, which answer data.val and d
 
 Targets (sft.target): "answer_line" - 'Answer: B' (free form: 'Answer: <reference>'), the line the
 graders read; "letter" - 'B' alone (multiple choice), for tiny models whose prompt ends where the
-letter goes; "option_text" - the gold option's text ('helium'), which the lenient grader (`mcq`) maps back
-to its letter: the demo's 1M-parameter model learns the content this way in a few hundred steps, while
-the link from an option's text to its letter stayed at chance for 1,500 (README, Supervised warm start). With sft.with_reasoning a row's reasoning (meta["reasoning"], MegaScience-style data)
-comes first, a blank line before the answer line.
+letter goes; "option_text" - the gold option's text after a space (' helium', the option line's own
+token), which the lenient grader (`mcq`) maps back to its letter: the demo's 1M-parameter model learns the
+content this way in a few hundred steps, while the link from an option's text to its letter stayed at
+chance for 1,500 (README, Supervised warm start). With sft.with_reasoning a row's reasoning
+(meta["reasoning"], MegaScience-style data) comes first, a blank line before the answer line.
 """
 
 from __future__ import annotations
