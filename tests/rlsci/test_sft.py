@@ -149,9 +149,9 @@ def test_sft_resumed_from_a_checkpoint_logs_the_same_losses(assets, tmp_path, ra
     assert resumed[3]["sft/loss"] != pytest.approx(straight[0]["sft/loss"], rel=1e-3)  # not restarted from scratch
 
 
-def test_a_bad_sft_row_is_named_by_file_and_line_before_any_actor(assets, tmp_path):
+def test_a_bad_sft_row_is_named_by_file_and_line(assets, tmp_path):
     """MegaScience-style rows for rlsci sft: line 2 has no reference answer; the run stops while building its
-    data (before the learner or any engine starts), naming the file, the line and the field."""
+    data, naming the file, the line and the field, and trains nothing."""
     from rlsci.data.loaders import DataError
     from rlsci.sft import SftTrainer
 
