@@ -463,7 +463,8 @@ def _normalized_options(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, 
 def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | None, tuple[str, ...]]:
     """(rule, letters) from the end of a response that has no explicit commitment; (None, ())
     when nothing is found. Rules, first that fires: a last line that is only letters
-    ("C", "**C**", "(C)", "A B C D"), a last line led by a letter ("C. Mitochondria"), a
+    ("C", "**C**", "(C)", "A B C D"; a letter that is not an option's letter but one option's whole
+    text names that option), a last line led by a letter ("C. Mitochondria"), a
     bracketed letter ending the response, bold letters in the last paragraph, the text of one
     option in the last line."""
     line, line_start = _last_line(text)
@@ -476,6 +477,10 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
         and (letters := _letters(line, m.start("L"), m.end("L")))
         and len(letters) == len(_LETTER_TOKEN.findall(line, m.start("L"), m.end("L")))
     ):
+        # a letter that is no option's letter but exactly one option's text names that option
+        # (the chemical symbol "O" among options A-D)
+        if options and not set(letters) <= set(options) and len(named := _option_text(line, options)) == 1:
+            return OPTION_TEXT, named
         rule = BOLD if ("**" in line or "__" in line) else PAREN if "(" in line else LAST_LETTER
         return rule, letters
     m = _LETTER_LED_LINE.match(line) or _PAREN_END.search(line, max(0, len(line) - 16))

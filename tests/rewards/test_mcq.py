@@ -624,3 +624,12 @@ def test_option_keys_are_canonicalised_for_option_text():
 def test_non_english_labels_in_the_final_segment(text, expected):
     assert extract_choice(text, ABCD, mode="lenient").pred == expected
     assert extract_choice(text, ABCD, mode="strict").pred is None
+
+
+def test_a_lone_letter_that_is_no_option_letter_but_an_option_text_names_that_option():
+    symbols = {"A": "Cl", "B": "Ne", "C": "O", "D": "Ar"}  # "What is the chemical symbol of oxygen?"
+    got = extract_choice(" O", "ABCD", options=symbols)
+    assert (got.pred, got.rule) == ("C", "option_text")
+    # a letter that is an option's letter stays that letter; one naming no option stays no answer
+    assert extract_choice("B", "ABCD", options={**symbols, "D": "B"}).pred == "B"
+    assert extract_choice("F", "ABCD", options=symbols).pred is None
