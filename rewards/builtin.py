@@ -2,6 +2,7 @@
 
     mcq         multiple choice, lenient extraction (rewards.mcq.grade_mcq, mode="lenient")
     mcq_strict  multiple choice, strict extraction: only the instructed final-answer format counts
+    mcq_text    multiple choice answered with one option's whole text (mode="text"); letters do not count
     format      1.0 when the response ends in the instructed final-answer format, else 0.0
     reference   free-form short answers against a reference (rewards.reference.grade_reference)
 
@@ -49,6 +50,11 @@ def mcq(cfg: RewardConfig) -> RewardFn:
 def mcq_strict(cfg: RewardConfig) -> RewardFn:
     """Multiple choice graded by exact option match, only the instructed answer format counts."""
     return partial(grade_mcq, mode="strict", **_values(cfg))
+
+
+def mcq_text(cfg: RewardConfig) -> RewardFn:
+    """Multiple choice graded by exact option match, the answer being one option's whole text."""
+    return partial(grade_mcq, mode="text", **_values(cfg))
 
 
 def format_only(cfg: RewardConfig) -> RewardFn:

@@ -11,6 +11,9 @@ Modes:
   answer is X", "X is correct", non-English answer lines, and, when the response holds no
   explicit commitment at all, a final line that is only a letter, "(X)" at the end, bold letters
   in the last paragraph, or the final line naming one option's text.
+* `text` (training rewards for a policy taught to answer with an option's text, like the demo's
+  warm start): the last line is exactly one option's text (" helium", "Answer: helium",
+  `\\boxed{helium}`); a letter is no answer, so a policy cannot earn by guessing letters.
 
 How the committed option is chosen (the rules themselves live in `rewards.mcq_rules`):
 1. Reasoning is dropped: only the text after the last `</think>` is graded (a template that
@@ -48,13 +51,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rewards.base import RewardResult, Sample
-from rewards.mcq_rules import STRICT_RULES, Commitment, find_commitments, find_fallback
+from rewards.mcq_rules import (
+    OPTION_TEXT,
+    STRICT_RULES,
+    Commitment,
+    find_commitments,
+    find_fallback,
+    find_named_option,
+)
 
 ANSWER_INSTRUCTION = (
     "Think step by step, then finish with a final line of the form 'Answer: X', "
     "where X is the letter of the correct option."
 )
-MODES = ("strict", "lenient")
+MODES = ("strict", "lenient", "text")
 UNCLOSED_THINK = "unclosed_think"
 
 _TAIL_CHARS = 160  # searched first; most responses end with their answer
@@ -169,12 +179,28 @@ def extract_choice(
     """
     valid = _valid_letters(tuple(letters))
     _check_mode(mode)
-    return _extract(response, valid, mode == "lenient", options)
+    return _extract_mode(response, valid, mode, options)
 
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _extract_mode(
+    response: str, valid: frozenset[str], mode: str, options: Mapping[str, str] | None
+) -> Extraction:
+    if mode != "text":
+        return _extract(response, valid, mode == "lenient", options)
+    text = after_reasoning(response)
+    if text is None:
+        return Extraction(None, UNCLOSED_THINK, False)
+    if options and not _canonical_keys(tuple(options)):
+        options = {str(k).strip().upper(): v for k, v in options.items()}
+    named = find_named_option(text, options or {})
+    if len(named) == 1 and named[0] in valid:
+        return Extraction(named[0], OPTION_TEXT, True)
+    return Extraction(None, OPTION_TEXT if named else None, False, tuple(sorted(named)))
 
 
 def _extract(
@@ -257,7 +283,7 @@ def grade_mcq(
     except ValueError as err:
         raise ValueError(f"{err} (sample id={sample.id!r})") from None
     _check_mode(mode)
-    ex = _extract(response, valid, mode == "lenient", sample.options)
+    ex = _extract_mode(response, valid, mode, sample.options)
     score = format_bonus if ex.format_ok else 0.0
     if ex.pred is None:
         info = {"rule": ex.rule, "candidates": list(ex.candidates)} if ex.rule else {}

@@ -438,6 +438,18 @@ def _option_text(line: str, options: Mapping[str, str]) -> tuple[str, ...]:
     match of the phrase after "answer is"/"answer:", of a \\boxed{} content or of the whole line;
     else options whose text (>= 4 characters) appears as whole words in the line's last sentence,
     dropping those contained in a longer match ("cell" inside "cell membrane")."""
+    exact = _exact_option_text(line, options)
+    if exact:
+        return exact
+    normed = _normalized_options(tuple(options.items()))
+    padded = f" {_normalize(_last_sentence(line))} "
+    inside = {k: v for k, v in normed if len(v) >= 4 and f" {v} " in padded}
+    return tuple(k for k, v in inside.items() if not any(v != w and v in w for w in inside.values()))
+
+
+def _exact_option_text(line: str, options: Mapping[str, str]) -> tuple[str, ...]:
+    """Options whose whole (normalized) text is the line, the phrase after "answer is"/"answer:"
+    in it, or the content of a \\boxed{} in it."""
     normed = _normalized_options(tuple(options.items()))
     phrases = {_normalize(line)}
     low = line.lower()
@@ -446,12 +458,15 @@ def _option_text(line: str, options: Mapping[str, str]) -> tuple[str, ...]:
         phrases.add(_normalize(p.group(1)))
     if "box" in low and (b := _BOXED.search(line)) is not None:
         phrases.add(_normalize(b.group(1)))
-    exact = tuple(k for k, v in normed if v and v in phrases)
-    if exact:
-        return exact
-    padded = f" {_normalize(_last_sentence(line))} "
-    inside = {k: v for k, v in normed if len(v) >= 4 and f" {v} " in padded}
-    return tuple(k for k, v in inside.items() if not any(v != w and v in w for w in inside.values()))
+    return tuple(k for k, v in normed if v and v in phrases)
+
+
+def find_named_option(text: str, options: Mapping[str, str]) -> tuple[str, ...]:
+    """The `text` answer format: letters of the options whose whole text the last line names
+    (" helium", "Answer: helium", "\\boxed{helium}"); () when it names none. No letters, no
+    words inside a longer line: the strict counterpart of the lenient option_text rule."""
+    line, line_start = _last_line(text)
+    return _exact_option_text(line[-300:], options) if line_start >= 0 else ()
 
 
 @lru_cache(maxsize=1024)

@@ -2,7 +2,7 @@
 
 A reward is named by a spec string:
 
-    "mcq" | "mcq_strict" | "format" | "reference"   a built-in (the BUILTINS table below)
+    "mcq" | "mcq_strict" | "mcq_text" | "format" | "reference"   a built-in (the BUILTINS table below)
     "my_pkg.rewards:my_reward"                      a function in an importable module
     "path/to/file.py:my_reward"                     a function in a Python file (loaded on its own:
                                                     it cannot import files next to it)
@@ -50,6 +50,7 @@ VERL_PARAMS = ("data_source", "solution_str", "ground_truth")
 BUILTINS: dict[str, Callable[[RewardConfig], RewardFn]] = {
     "mcq": builtin.mcq,
     "mcq_strict": builtin.mcq_strict,
+    "mcq_text": builtin.mcq_text,
     "format": builtin.format_only,
     "reference": builtin.reference,
 }

@@ -146,7 +146,7 @@ def test_the_readme_config_commands_exit_as_it_says(tmp_path, monkeypatch, capsy
     text = README.read_text(encoding="utf-8")
     (shown,) = re.findall(r"`rlsci (config configs/demo\.yaml reward\.fn=\w+)`", text)
     assert main(shlex.split(shown)) == 2
-    assert "reward.fn: unknown reward 'mcq_strcit'. Did you mean 'mcq_strict'?" in capsys.readouterr().err
+    assert "reward.fn: unknown reward 'mcq_strcit'. Did you mean 'mcq_strict' or 'mcq_text'?" in capsys.readouterr().err
 
 
 CHEMBENCH = REPO.parent / "shared" / "benchmarks" / "chembench" / "chemistry_multi_choise.json"

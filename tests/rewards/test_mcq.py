@@ -633,3 +633,40 @@ def test_a_lone_letter_that_is_no_option_letter_but_an_option_text_names_that_op
     # a letter that is an option's letter stays that letter; one naming no option stays no answer
     assert extract_choice("B", "ABCD", options={**symbols, "D": "B"}).pred == "B"
     assert extract_choice("F", "ABCD", options=symbols).pred is None
+
+
+# ------------------------------------------------------------------------------ text mode (mcq_text)
+TEXT_SAMPLE = Sample(options={"A": "helium", "B": "iron", "C": "O", "D": "zinc oxide"}, answer="A")
+
+
+@pytest.mark.parametrize(
+    ("response", "pred"),
+    [
+        (" helium", "A"),
+        ("Answer: Helium", "A"),
+        ("\\boxed{helium}", "A"),
+        ("<think>iron? no</think> helium", "A"),
+        (" iron", "B"),
+        (" O", "C"),  # an option's text, not a letter, in this mode
+        ("zinc oxide", "D"),
+        # no answer: letters, other words, an option inside a longer line, a later line
+        (" A", None),
+        ("Answer: A", None),
+        (" 98", None),
+        ("it is helium", None),
+        ("zinc", None),
+        ("helium\nB", None),
+        ("<think>helium", None),
+    ],
+)
+def test_text_mode_takes_only_an_option_text_line(response, pred):
+    got = grade_mcq(response, TEXT_SAMPLE, mode="text", correct=1.0, wrong=0.0, no_answer=-1.0)
+    assert got.pred == pred
+    assert got.score == (1.0 if pred == "A" else 0.0 if pred else -1.0)
+    assert got.format_ok is (pred is not None)
+
+
+def test_text_mode_refuses_a_line_naming_two_options():
+    same = Sample(options={"A": "iron", "B": "Iron", "C": "zinc", "D": "tin"}, answer="A")
+    got = extract_choice("iron", "ABCD", mode="text", options=same.options)
+    assert (got.pred, got.rule, got.candidates) == (None, "option_text", ("A", "B"))

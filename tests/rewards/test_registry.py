@@ -60,7 +60,7 @@ def fake_entry_points(monkeypatch):
 
 
 def test_builtin_table():
-    assert set(BUILTINS) == {"mcq", "mcq_strict", "format", "reference"}
+    assert set(BUILTINS) == {"mcq", "mcq_strict", "mcq_text", "format", "reference"}
     assert is_builtin("mcq") and not is_builtin("mcq.py:fn")
 
 
@@ -75,6 +75,10 @@ def test_mcq_builtins_take_values_from_config():
     loose = "I am fairly sure the correct answer is B, nitrogen."
     assert lenient(loose, SAMPLE).score == 2.0 and lenient(loose, SAMPLE).correct
     assert strict(loose, SAMPLE).score == -0.5 and strict(loose, SAMPLE).pred is None
+    # mcq_text: the option's text is the answer (with the format bonus), a letter is none
+    text = load_fn("mcq_text", cfg)
+    assert text("Answer: " + SAMPLE.options["B"], SAMPLE).score == 2.25
+    assert text("Answer: B", SAMPLE).score == -0.5
 
 
 def test_format_builtin():
@@ -161,7 +165,7 @@ def test_entry_point_spec(tmp_path, monkeypatch, fake_entry_points):
     rows = {row["name"]: row for row in list_rewards()}
     assert rows["shouty"] == {"name": "shouty", "kind": "entry_point", "doc": "1.0 for an all-caps response."}
     assert rows["mcq"]["kind"] == "builtin" and rows["mcq"]["doc"].startswith("Multiple choice")
-    assert [r["name"] for r in list_rewards()][:4] == ["mcq", "mcq_strict", "format", "reference"]
+    assert [r["name"] for r in list_rewards()][:5] == ["mcq", "mcq_strict", "mcq_text", "format", "reference"]
 
 
 def test_entry_point_errors(fake_entry_points):
@@ -320,7 +324,7 @@ def test_safe_grade(tmp_path):
 
 
 def test_typo_suggests_builtin():
-    with pytest.raises(ValueError, match=r"unknown reward 'mcq_strcit'\. Did you mean 'mcq_strict'\?"):
+    with pytest.raises(ValueError, match=r"unknown reward 'mcq_strcit'\. Did you mean 'mcq_strict' or 'mcq_text'\?"):
         load_fn("mcq_strcit", CFG)
     with pytest.raises(ValueError, match=r"written with a colon: 'my_pkg.rewards:score'"):
         load_fn("my_pkg.rewards.score", CFG)

@@ -194,7 +194,7 @@ def test_argument_errors(tmp_path, capsys):
     assert main(["grade", str(src), "--out", str(out), "--mode", "strict", "--reward", "mcq"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["grade", str(src), "--out", str(out), "--reward", "mcq_strcit"]) == 2
-    assert "Did you mean 'mcq_strict'?" in capsys.readouterr().err
+    assert "Did you mean 'mcq_strict' or 'mcq_text'?" in capsys.readouterr().err
     assert main(["grade", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err
     assert not out.exists()
