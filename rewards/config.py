@@ -60,7 +60,7 @@ class RewardConfig:
     # The reward: one function (`fn`) or a weighted sum (`terms`); not both.
     fn: str | None = None  # default when neither is given: "mcq_strict"
     terms: list[RewardTerm] = field(default_factory=list)
-    # Values used by the built-in graders (mcq, mcq_strict, reference).
+    # Values used by the built-in graders (mcq, mcq_strict, mcq_text, reference).
     correct: float = 1.0
     wrong: float = 0.0
     no_answer: float = 0.0  # set < 0 to penalise responses with no extractable answer
