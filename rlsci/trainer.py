@@ -148,7 +148,8 @@ class Trainer:
     def collect(self, step: int) -> tuple[list[Group], list[Group], int]:
         """(groups to train on, every group generated, refill rounds). Without the zero-variance
         filter every group trains (equal rewards give zero advantage); with it, equal-reward groups
-        are dropped and new prompts drawn, up to algo.max_refill_rounds extra rounds."""
+        are dropped and new prompts drawn, up to algo.max_refill_rounds extra rounds; then it trains on
+        what it has (`train/groups`), with a warning when that is under half of prompts_per_step."""
         want, algo = self.cfg.trainer.prompts_per_step, self.cfg.algo
         everything: list[Group] = []
         kept: list[Group] = []
@@ -163,8 +164,9 @@ class Trainer:
             kept += [g for g, k in zip(groups, keep, strict=True) if k]
             if len(kept) == want:
                 return kept, everything, round_
-        self.log(f"warning: step {step}: {len(kept)} of {want} prompts with reward variance after "
-                 f"{algo.max_refill_rounds} refill rounds; training on those")
+        if 2 * len(kept) < want:  # a few short are usual (train/groups logs it); under half is worth a word
+            self.log(f"warning: step {step}: {len(kept)} of {want} prompts with reward variance after "
+                     f"{algo.max_refill_rounds} refill rounds; training on those")
         return kept, everything, algo.max_refill_rounds
 
     def train_step(self, step: int) -> dict[str, float]:
