@@ -81,7 +81,7 @@ def test_config_refuses_reward_names_that_do_not_resolve(capsys, overrides, key,
     assert main(["config", *overrides]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # nothing printed as if valid
-    assert f"{key}: unknown reward" in captured.err and f"Did you mean '{near}'?" in captured.err
+    assert f"{key}: unknown reward" in captured.err and f"Did you mean '{near}'" in captured.err
 
 
 def test_config_loads_a_plug_in_reward_and_names_a_missing_function(tmp_path, capsys):
