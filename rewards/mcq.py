@@ -187,6 +187,13 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+def _canonical_options(options: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """`options` with keys as capitals ("a " -> "A"); the same mapping when they already are."""
+    if options and not _canonical_keys(tuple(options)):
+        return {str(k).strip().upper(): v for k, v in options.items()}
+    return options
+
+
 def _extract_mode(
     response: str, valid: frozenset[str], mode: str, options: Mapping[str, str] | None
 ) -> Extraction:
@@ -195,8 +202,7 @@ def _extract_mode(
     text = after_reasoning(response)
     if text is None:
         return Extraction(None, UNCLOSED_THINK, False)
-    if options and not _canonical_keys(tuple(options)):
-        options = {str(k).strip().upper(): v for k, v in options.items()}
+    options = _canonical_options(options)
     named = find_named_option(text, options or {})
     if len(named) == 1 and named[0] in valid:
         return Extraction(named[0], OPTION_TEXT, True)
@@ -233,8 +239,7 @@ def _extract(
         return Extraction(pred, commits[-1].rule, ok and _ends_text(text, strict[-1]), candidates)
     if not lenient:
         return Extraction(None, None, False)
-    if options and not _canonical_keys(tuple(options)):
-        options = {str(k).strip().upper(): v for k, v in options.items()}
+    options = _canonical_options(options)
     rule, found = find_fallback(text, options)
     if rule is None:
         return Extraction(None, None, False)

@@ -494,7 +494,7 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
     ):
         # a letter that is no option's letter but exactly one option's text names that option
         # (the chemical symbol "O" among options A-D)
-        if options and not set(letters) <= set(options) and len(named := _option_text(line, options)) == 1:
+        if options and not set(letters) <= set(options) and len(named := _exact_option_text(line, options)) == 1:
             return OPTION_TEXT, named
         rule = BOLD if ("**" in line or "__" in line) else PAREN if "(" in line else LAST_LETTER
         return rule, letters

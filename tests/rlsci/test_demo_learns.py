@@ -26,9 +26,10 @@ RAY_RESOURCES = {"num_cpus": 4}
 SFT_STEPS = 300
 GRPO_STEPS = 50
 # greedy val accuracy (200 questions) gained in 50 GRPO steps (reward mcq_text: only an option's text is an
-# answer, so no gain can come from guessed letters): measured +0.105 (0.36 -> 0.465; right option texts 72 -> 92); with every reward negated the policy
-# stops answering (0.36 -> 0.000). 40 steps gave +0.07 and 0.000. With the lenient `mcq` reward the demo
-# gained +0.165 in 40 steps, mostly bare guessed letters (README, Quick start).
+# answer, so no gain can come from guessed letters): measured +0.105 (0.36 -> 0.465; right option texts
+# 72 -> 92); with every reward negated the policy stops answering (0.36 -> 0.000). 40 steps gave +0.07
+# and 0.000. With the lenient `mcq` reward the demo gained +0.165 in 40 steps, mostly bare guessed letters
+# (README, Quick start).
 MARGIN = 0.05
 
 
