@@ -80,19 +80,31 @@ def build_model(cfg: Config, log) -> Path:
     return path
 
 
+def write_synthetic(sy, log) -> None:
+    """Write the synthetic splits of `sy` (data.synthetic) where they are missing, or where the
+    record beside them says they were drawn with other settings. Files without that record (written
+    by hand, or by an older version) are used as they are."""
+    from rlsci.data.synthetic import SPLITS, write_splits, written_spec
+
+    want = {"seed": sy.seed, "n_train": sy.n_train, "n_val": sy.n_val, "n_ood": sy.n_ood,
+            "num_options": sy.num_options, "digits": sy.digits}
+    have = written_spec(sy.dir)
+    if all((Path(sy.dir) / f"{s}.jsonl").is_file() for s in SPLITS) and have in (None, want):
+        return
+    write_splits(sy.dir, **want)
+    changed = "" if have is None else " (they were drawn with " + ", ".join(
+        f"{k}={have.get(k)}" for k in want if have.get(k) != want[k]) + ")"
+    log(f"wrote synthetic questions to {sy.dir}{changed}")
+
+
 def build_data(cfg: Config, tokenizer, log) -> tuple[list[Sample], list, dict[str, float]]:
     """(training questions that fit prompt.max_prompt_tokens, evaluation sets, data/* metrics)."""
     from rlsci.data.build import build_data as load_data
     from rlsci.data.prompts import filter_by_length
     from rlsci.evaluate import EvalSet
 
-    sy = cfg.data.synthetic
-    if sy.dir and not all((Path(sy.dir) / f"{s}.jsonl").is_file() for s in ("train", "val", "ood")):
-        from rlsci.data.synthetic import write_splits
-
-        write_splits(sy.dir, seed=sy.seed, n_train=sy.n_train, n_val=sy.n_val, n_ood=sy.n_ood,
-                     num_options=sy.num_options)
-        log(f"wrote synthetic questions to {sy.dir}")
+    if cfg.data.synthetic.dir:
+        write_synthetic(cfg.data.synthetic, log)
     bundle = load_data(cfg.data)
     train, report = filter_by_length(bundle.train, tokenizer, cfg.prompt)
     if report.dropped:

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     synth.add_argument("--n-train", type=int, default=2000)
     synth.add_argument("--n-val", type=int, default=200)
     synth.add_argument("--n-ood", type=int, default=200)
+    synth.add_argument("--num-options", type=int, default=4, help="options per question, 2..10 (default: 4)")
+    synth.add_argument("--digits", type=int, default=2,
+                       help="in-domain numbers have at most this many digits, 1..3 (default: 2)")
 
     export = sub.add_parser("export", help="convert to verl's RL parquet or rlsci's own jsonl/parquet")
     export.add_argument("sources", nargs="+", metavar="IN", help="files, folders, bundled:NAME or hub ids")
@@ -104,7 +107,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from rlsci.data.synthetic import write_splits
 
-    paths = write_splits(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_ood=args.n_ood)
+    paths = write_splits(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_ood=args.n_ood,
+                         num_options=args.num_options, digits=args.digits)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0

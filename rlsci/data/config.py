@@ -21,6 +21,7 @@ from typing import Literal
 from rlsci.data.benchmarks import FORMATS as BENCHMARK_FORMATS
 from rlsci.data.loaders import ON_BAD_ROW
 from rlsci.data.megascience import FORMAT as MEGASCIENCE
+from rlsci.data.synthetic import DIGITS
 from rlsci.data.wildsci import VOTING_TIERS
 
 INPUT_FORMATS = ("auto", "wildsci", "samples", *BENCHMARK_FORMATS, MEGASCIENCE)
@@ -62,6 +63,7 @@ class SyntheticConfig:
     n_val: int = 100
     n_ood: int = 100  # held-out question templates
     num_options: int = 4
+    digits: int = 2  # in-domain numbers have at most this many digits (1..3); the held-out range one more
     seed: int = 0
 
 
@@ -127,6 +129,8 @@ class DataConfig:
         sy = self.synthetic
         if sy.dir and (min(sy.n_train, sy.n_val, sy.n_ood) < 1 or not 2 <= sy.num_options <= 10):
             errors.append("data.synthetic: n_train, n_val, n_ood must be >= 1 and num_options in 2..10")
+        if sy.dir and sy.digits not in DIGITS:
+            errors.append(f"data.synthetic.digits must be one of {DIGITS}, got {sy.digits!r}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             errors.append(f"data.max_train_samples must be >= 1 or null, got {self.max_train_samples}")
         if self.on_bad_row not in ON_BAD_ROW:

@@ -12,9 +12,15 @@ Splits:
 - `train` and `val` share the in-domain templates. An instance belongs to val exactly when the
   hash of (template, stem, set of option texts) falls in 1 of `VAL_BUCKETS` buckets, so no
   question with the same options (in any order) is in both splits, whatever the seeds.
-- `ood` uses held-out templates: held-out vocabularies (3-digit numbers, unseen animals,
-  masses instead of lengths) and held-out questions (the smallest number, the softest mineral,
-  element from symbol — the reverse of a train lookup).
+- `ood` uses held-out templates: held-out vocabularies (numbers with one digit more, unseen
+  animals, masses instead of lengths) and held-out questions (the smallest number, the softest
+  mineral, element from symbol — the reverse of a train lookup).
+
+Numbers have at most `digits` digits (2 by default: 0..99). Tokenizers of the Qwen2 family split
+numbers into single digits, so a tiny model answering with an option's text must copy a two-digit
+number as two tokens; with `digits=1` every number answer is one digit token, copied like a word
+(the demo uses that: configs/demo_sft.yaml). One-digit templates have few distinct questions
+(16 for the prime template with 4 options), so they are rarer in the splits than the others.
 
     python -c "from rlsci.data.synthetic import write_splits; write_splits('data/synthetic')"
 """
@@ -22,6 +28,7 @@ Splits:
 from __future__ import annotations
 
 import functools
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +43,7 @@ MAX_OPTIONS = 10  # A-J, as in WildSci
 SPLITS = ("train", "val", "ood")
 VAL_BUCKETS = 10  # 1 instance key in 10 is a val instance, the other 9 train instances
 SOURCE = "synthetic"
+SPEC_FILE = "synthetic.json"  # beside the splits: the arguments they were drawn with
 
 
 @dataclass(frozen=True)
@@ -151,11 +159,11 @@ def _ranked(rng: random.Random, k: int, stem: str, table: tuple[tuple[str, int],
     return Question(stem, gold, tuple(name for name, _ in rows if name != gold))
 
 
-def _quantity(rng: random.Random, k: int, stem: str, units: tuple[tuple[str, int], ...]) -> Question:
-    """k quantities 'value unit' (value 1..99) of distinct size; gold: the largest after conversion."""
+def _quantity(rng: random.Random, k: int, stem: str, units: tuple[tuple[str, int], ...], hi: int) -> Question:
+    """k quantities 'value unit' (value 1..hi) of distinct size; gold: the largest after conversion."""
     by_size: dict[int, str] = {}
     while len(by_size) < k:
-        value, (unit, factor) = rng.randint(1, 99), rng.choice(units)
+        value, (unit, factor) = rng.randint(1, hi), rng.choice(units)
         by_size.setdefault(value * factor, f"{value} {unit}")
     gold = by_size[max(by_size)]
     return Question(stem, gold, tuple(t for t in by_size.values() if t != gold))
@@ -167,59 +175,79 @@ def _template(name: str, domain: str, subdomain: str, rule: str, fn: Callable[..
 
 NUMBERS_STEM_MAX = "Which of these numbers is the largest?"
 
-TRAIN_TEMPLATES: tuple[Template, ...] = (
-    _template("largest_number", "mathematics", "arithmetic", "the largest integer",
-              _extreme_int, stem=NUMBERS_STEM_MAX, lo=0, hi=99, largest=True),
-    _template("even_number", "mathematics", "number theory", "the only even integer",
-              _number_property, stem="Which of these numbers is even?", lo=0, hi=99, prop=lambda n: n % 2 == 0),
-    _template("prime_number", "mathematics", "number theory", "the only prime",
-              _number_property, stem="Which of these numbers is prime?", lo=2, hi=99, prop=is_prime),
-    _template("noble_gas", "chemistry", "periodic table", "the only noble gas",
-              _member, stem="Which element is a noble gas?", members=NOBLE_GASES, others=NOT_NOBLE_GASES),
-    _template("atomic_number", "chemistry", "periodic table", "the element with that atomic number",
-              _lookup, stem="Which element has atomic number {key}?",
-              table=tuple((str(z), name) for z, name, _ in ELEMENTS)),
-    _template("chemical_symbol", "chemistry", "periodic table", "the symbol of that element",
-              _lookup, stem="What is the chemical symbol of {key}?",
-              table=tuple((name, sym) for _, name, sym in ELEMENTS)),
-    _template("si_unit", "physics", "units", "the SI unit of that quantity",
-              _lookup, stem="What is the SI unit of {key}?", table=SI_UNITS),
-    _template("longest_length", "physics", "measurement", "the largest length after conversion to mm",
-              _quantity, stem="Which length is the largest?", units=LENGTH_UNITS),
-    _template("organelle", "biology", "cell biology", "the only organelle",
-              _member, stem="Which of these is an organelle?", members=ORGANELLES, others=NOT_ORGANELLES),
-    _template("mammal", "biology", "zoology", "the only mammal",
-              _member, stem="Which animal is a mammal?", members=MAMMALS, others=NOT_MAMMALS),
-    _template("hardest_mineral", "earth_science", "mineralogy", "the highest Mohs hardness",
-              _ranked, stem="Which mineral is the hardest?", table=MOHS, largest=True),
-    _template("igneous_rock", "earth_science", "petrology", "the only igneous rock",
-              _member, stem="Which rock is igneous?", members=IGNEOUS, others=NOT_IGNEOUS),
-)  # fmt: skip
+DIGITS = (1, 2, 3)  # the largest number of digits of the in-domain numbers; 2 (0..99) by default
 
-OOD_TEMPLATES: tuple[Template, ...] = (
-    _template("largest_number_3digit", "mathematics", "arithmetic", "the largest integer (held-out range)",
-              _extreme_int, stem=NUMBERS_STEM_MAX, lo=100, hi=999, largest=True),
-    _template("smallest_number", "mathematics", "arithmetic", "the smallest integer (held-out question)",
-              _extreme_int, stem="Which of these numbers is the smallest?", lo=0, hi=99, largest=False),
-    _template("element_from_symbol", "chemistry", "periodic table", "the element with that symbol (reverse lookup)",
-              _lookup, stem="Which element has the chemical symbol {key}?",
-              table=tuple((sym, name) for _, name, sym in ELEMENTS)),
-    _template("heaviest_mass", "physics", "measurement", "the largest mass after conversion to mg (held-out units)",
-              _quantity, stem="Which mass is the largest?", units=MASS_UNITS),
-    _template("mammal_heldout", "biology", "zoology", "the only mammal (held-out animals)",
-              _member, stem="Which animal is a mammal?", members=OOD_MAMMALS, others=OOD_NOT_MAMMALS),
-    _template("softest_mineral", "earth_science", "mineralogy", "the lowest Mohs hardness (held-out question)",
-              _ranked, stem="Which mineral is the softest?", table=MOHS, largest=False),
-)  # fmt: skip
+
+def train_templates(digits: int = 2) -> tuple[Template, ...]:
+    """The in-domain templates; their numbers (integers, quantity values) have at most `digits` digits."""
+    top = _largest_number(digits)
+    return (
+        _template("largest_number", "mathematics", "arithmetic", "the largest integer",
+                  _extreme_int, stem=NUMBERS_STEM_MAX, lo=0, hi=top, largest=True),
+        _template("even_number", "mathematics", "number theory", "the only even integer",
+                  _number_property, stem="Which of these numbers is even?", lo=0, hi=top, prop=lambda n: n % 2 == 0),
+        _template("prime_number", "mathematics", "number theory", "the only prime",
+                  _number_property, stem="Which of these numbers is prime?", lo=2, hi=top, prop=is_prime),
+        _template("noble_gas", "chemistry", "periodic table", "the only noble gas",
+                  _member, stem="Which element is a noble gas?", members=NOBLE_GASES, others=NOT_NOBLE_GASES),
+        _template("atomic_number", "chemistry", "periodic table", "the element with that atomic number",
+                  _lookup, stem="Which element has atomic number {key}?",
+                  table=tuple((str(z), name) for z, name, _ in ELEMENTS)),
+        _template("chemical_symbol", "chemistry", "periodic table", "the symbol of that element",
+                  _lookup, stem="What is the chemical symbol of {key}?",
+                  table=tuple((name, sym) for _, name, sym in ELEMENTS)),
+        _template("si_unit", "physics", "units", "the SI unit of that quantity",
+                  _lookup, stem="What is the SI unit of {key}?", table=SI_UNITS),
+        _template("longest_length", "physics", "measurement", "the largest length after conversion to mm",
+                  _quantity, stem="Which length is the largest?", units=LENGTH_UNITS, hi=top),
+        _template("organelle", "biology", "cell biology", "the only organelle",
+                  _member, stem="Which of these is an organelle?", members=ORGANELLES, others=NOT_ORGANELLES),
+        _template("mammal", "biology", "zoology", "the only mammal",
+                  _member, stem="Which animal is a mammal?", members=MAMMALS, others=NOT_MAMMALS),
+        _template("hardest_mineral", "earth_science", "mineralogy", "the highest Mohs hardness",
+                  _ranked, stem="Which mineral is the hardest?", table=MOHS, largest=True),
+        _template("igneous_rock", "earth_science", "petrology", "the only igneous rock",
+                  _member, stem="Which rock is igneous?", members=IGNEOUS, others=NOT_IGNEOUS),
+    )  # fmt: skip
+
+
+def ood_templates(digits: int = 2) -> tuple[Template, ...]:
+    """The held-out templates; the held-out range of integers has `digits` + 1 digits."""
+    top = _largest_number(digits)
+    return (
+        _template(f"largest_number_{digits + 1}digit", "mathematics", "arithmetic", "the largest integer (held-out range)",
+                  _extreme_int, stem=NUMBERS_STEM_MAX, lo=top + 1, hi=10 * top + 9, largest=True),
+        _template("smallest_number", "mathematics", "arithmetic", "the smallest integer (held-out question)",
+                  _extreme_int, stem="Which of these numbers is the smallest?", lo=0, hi=top, largest=False),
+        _template("element_from_symbol", "chemistry", "periodic table", "the element with that symbol (reverse lookup)",
+                  _lookup, stem="Which element has the chemical symbol {key}?",
+                  table=tuple((sym, name) for _, name, sym in ELEMENTS)),
+        _template("heaviest_mass", "physics", "measurement", "the largest mass after conversion to mg (held-out units)",
+                  _quantity, stem="Which mass is the largest?", units=MASS_UNITS, hi=top),
+        _template("mammal_heldout", "biology", "zoology", "the only mammal (held-out animals)",
+                  _member, stem="Which animal is a mammal?", members=OOD_MAMMALS, others=OOD_NOT_MAMMALS),
+        _template("softest_mineral", "earth_science", "mineralogy", "the lowest Mohs hardness (held-out question)",
+                  _ranked, stem="Which mineral is the softest?", table=MOHS, largest=False),
+    )  # fmt: skip
+
+
+def _largest_number(digits: int) -> int:
+    if digits not in DIGITS:
+        raise ValueError(f"synthetic questions: digits must be one of {DIGITS}, got {digits!r}")
+    return 10**digits - 1
+
+
+TRAIN_TEMPLATES = train_templates()
+OOD_TEMPLATES = ood_templates()
 
 
 # ----------------------------------------------------------------------------- generation
 
 
-def templates_for(split: str) -> tuple[Template, ...]:
+def templates_for(split: str, digits: int = 2) -> tuple[Template, ...]:
     if split not in SPLITS:
         raise ValueError(f"unknown synthetic split {split!r}; expected one of {SPLITS}")
-    return OOD_TEMPLATES if split == "ood" else TRAIN_TEMPLATES
+    return ood_templates(digits) if split == "ood" else train_templates(digits)
 
 
 def instance_key(template: str, stem: str, option_texts: list[str] | tuple[str, ...]) -> int:
@@ -240,16 +268,34 @@ def _option_count_range(num_options: int | tuple[int, int]) -> tuple[int, int]:
     return lo, hi
 
 
-def generate(n: int, seed: int, split: str = "train", num_options: int | tuple[int, int] = 4) -> list[Sample]:
+def _check_option_count(templates: tuple[Template, ...], k: int, digits: int) -> None:
+    """Every template can draw a question with k options (the one-digit templates have few
+    distractors: five odd digits, four one-digit non-primes)."""
+    for t in templates:
+        try:
+            t.draw(random.Random(0), k)
+        except ValueError:  # random.sample: the population is smaller than k - 1
+            raise ValueError(
+                f"synthetic template {t.name!r} with digits={digits} cannot draw {k} distinct options; "
+                f"ask for fewer options or more digits"
+            ) from None
+
+
+def generate(
+    n: int, seed: int, split: str = "train", num_options: int | tuple[int, int] = 4, digits: int = 2
+) -> list[Sample]:
     """`n` distinct questions of `split` ('train', 'val' or 'ood'), deterministic in `seed`.
 
     Per question: a discipline uniformly, a template of it uniformly, k options uniformly in
     `num_options` (an int, or an inclusive (low, high) range within 2..10), the gold letter
     uniformly among the k positions. Instances already drawn (same stem and option set) and,
-    for train/val, instances of the other split are redrawn.
+    for train/val, instances of the other split are redrawn, so templates with few distinct
+    instances (the one-digit numbers) end up rarer than the others. In-domain numbers have at
+    most `digits` digits (one of DIGITS).
     """
-    templates = templates_for(split)
+    templates = templates_for(split, digits)
     lo, hi = _option_count_range(num_options)
+    _check_option_count(templates, hi, digits)
     by_domain: dict[str, list[Template]] = {}
     for t in templates:
         by_domain.setdefault(t.domain, []).append(t)
@@ -298,14 +344,25 @@ def write_splits(
     n_val: int = 200,
     n_ood: int = 200,
     num_options: int | tuple[int, int] = 4,
+    digits: int = 2,
 ) -> dict[str, Path]:
     """Write train.jsonl, val.jsonl and ood.jsonl (one `Sample.to_dict()` per line) under
-    `out_dir`; returns {split: path}."""
+    `out_dir`, and SPEC_FILE recording the arguments they were drawn with; returns {split: path}."""
     counts = {"train": n_train, "val": n_val, "ood": n_ood}
-    return {
-        split: write_jsonl(generate(n, seed, split, num_options), Path(out_dir) / f"{split}.jsonl")
+    paths = {
+        split: write_jsonl(generate(n, seed, split, num_options, digits), Path(out_dir) / f"{split}.jsonl")
         for split, n in counts.items()
     }
+    spec = {"seed": seed, **{f"n_{k}": v for k, v in counts.items()}, "num_options": num_options, "digits": digits}
+    (Path(out_dir) / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    return paths
+
+
+def written_spec(out_dir: str | Path) -> dict | None:
+    """The arguments `write_splits` wrote `out_dir` with (SPEC_FILE), or None where there is no
+    such record (nothing written yet, or files written by other means)."""
+    path = Path(out_dir) / SPEC_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def corpus(seed: int, n_per_split: int = 400) -> list[str]:

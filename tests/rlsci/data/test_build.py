@@ -10,7 +10,7 @@ import pytest
 from rewards.base import Sample
 from rlsci.config import ConfigError, load_config
 from rlsci.data.build import build_data, detect_format, load_any, subset
-from rlsci.data.config import BenchmarkSource, DataConfig, ValConfig
+from rlsci.data.config import BenchmarkSource, DataConfig, SyntheticConfig, ValConfig
 from rlsci.data.export import write_samples
 from rlsci.data.loaders import DataError
 
@@ -47,6 +47,7 @@ def test_default_config_is_valid():
             "data.ood[0].max_samples must be >= 1",
         ),
         (DataConfig(max_train_samples=0), "data.max_train_samples must be >= 1 or null"),
+        (DataConfig(synthetic=SyntheticConfig(dir="d", digits=4)), "data.synthetic.digits must be one of (1, 2, 3)"),
     ],
 )
 def test_impossible_combinations(cfg, message):
@@ -164,3 +165,25 @@ def test_load_any_detects_formats(fixture_file, tmp_path):
         load_any(broken)
     with pytest.raises(DataError, match="sources of different formats cannot be loaded together"):
         load_any(["bundled:wildsci_sample", fixture_file("arc.jsonl")])
+
+
+def test_synthetic_splits_are_rewritten_when_drawn_with_other_settings(tmp_path):
+    from rlsci.build import write_synthetic
+    from rlsci.data.synthetic import written_spec
+
+    logged: list[str] = []
+    sy = SyntheticConfig(dir=str(tmp_path / "syn"), n_train=20, n_val=5, n_ood=5)
+    write_synthetic(sy, logged.append)
+    assert written_spec(sy.dir)["digits"] == 2 and logged == [f"wrote synthetic questions to {sy.dir}"]
+    before = (tmp_path / "syn" / "train.jsonl").read_text()
+    write_synthetic(sy, logged.append)  # the same settings: the files are kept
+    assert len(logged) == 1
+    sy.digits = 1
+    write_synthetic(sy, logged.append)
+    assert logged[-1] == f"wrote synthetic questions to {sy.dir} (they were drawn with digits=2)"
+    assert (tmp_path / "syn" / "train.jsonl").read_text() != before and written_spec(sy.dir)["digits"] == 1
+    # files without the record (written by hand) are used as they are
+    (tmp_path / "syn" / "synthetic.json").unlink()
+    sy.digits = 2
+    write_synthetic(sy, logged.append)
+    assert len(logged) == 2 and written_spec(sy.dir) is None

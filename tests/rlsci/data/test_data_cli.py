@@ -104,6 +104,16 @@ def test_synth_writes_loadable_splits(tmp_path, capsys):
     assert len(load_any(out / "ood.jsonl").samples) == 6
 
 
+def test_synth_with_one_digit_numbers_and_five_options(tmp_path):
+    out = tmp_path / "synthetic"
+    assert main(["data", "synth", "--out", str(out), "--n-train", "60", "--digits", "1", "--num-options", "5"]) == 0
+    train = load_any(out / "train.jsonl").samples
+    assert {len(s.options) for s in train} == {5}
+    numbers = [t for s in train if s.meta["template"] == "largest_number" for t in s.options.values()]
+    assert numbers and all(len(t) == 1 for t in numbers)
+    assert main(["data", "synth", "--out", str(out), "--digits", "1", "--num-options", "6"]) == 1
+
+
 def test_export_verl_and_jsonl(tmp_path, capsys):
     verl = tmp_path / "verl.parquet"
     assert main(["data", "export", "bundled:wildsci_sample", "--to", "verl", "--out", str(verl)]) == 0

@@ -15,7 +15,10 @@ from rlsci.data.synthetic import (
     corpus,
     generate,
     instance_key,
+    ood_templates,
+    train_templates,
     write_splits,
+    written_spec,
 )
 
 # Independent answer keys, written out again here (not imported) so a wrong table in the
@@ -69,7 +72,7 @@ def solve(s: Sample) -> str:
     """Re-derive the gold letter of a synthetic question from its text alone."""
     q, o = s.question, s.options
     t = s.meta["template"]
-    if t in ("largest_number", "largest_number_3digit"):
+    if t == "largest_number" or re.fullmatch(r"largest_number_\d+digit", t):
         return _argext(o, int)
     if t == "smallest_number":
         return _argext(o, int, largest=False)
@@ -120,6 +123,41 @@ def test_gold_answer_is_correct_for_every_question(split):
     # every template of the split occurs (600 draws over 5-12 templates)
     expected = {t.name for t in (OOD_TEMPLATES if split == "ood" else TRAIN_TEMPLATES)}
     assert {s.meta["template"] for s in samples} == expected
+
+
+@pytest.mark.parametrize("split", ["train", "val", "ood"])
+def test_one_digit_questions_are_correct_and_use_one_digit_numbers(split):
+    samples = generate(300, seed=1, split=split, num_options=(2, 5), digits=1)
+    assert {s.meta["template"] for s in samples} == {t.name for t in (ood_templates(1) if split == "ood"
+                                                                      else train_templates(1))}
+    numbers = []
+    for s in samples:
+        assert s.answer == solve(s), s
+        if s.domain in ("mathematics", "physics") and s.meta["template"] not in ("si_unit",):
+            numbers += [int(text.split(" ")[0]) for text in s.options.values()]
+    digit_counts = Counter(len(str(n)) for n in numbers)
+    # ood: the held-out range (largest_number_2digit) is the two-digit numbers, the rest one digit
+    assert set(digit_counts) == ({1, 2} if split == "ood" else {1}), digit_counts
+
+
+def test_digits_two_is_the_default_and_three_widens_the_numbers():
+    assert generate(50, seed=3) == generate(50, seed=3, digits=2)
+    assert {t.name for t in ood_templates(3)} >= {"largest_number_4digit", "smallest_number"}
+    quantities = [int(t.split(" ")[0]) for s in generate(400, seed=0, digits=3) for t in s.options.values()
+                  if s.meta["template"] in ("largest_number", "longest_length")]
+    assert max(quantities) >= 100 and max(quantities) <= 999
+
+
+@pytest.mark.parametrize("digits", [0, 4])
+def test_bad_digits_is_an_error(digits):
+    with pytest.raises(ValueError, match="digits must be one of"):
+        generate(1, seed=0, digits=digits)
+
+
+def test_too_many_options_for_one_digit_numbers_is_an_error():
+    # four one-digit non-primes and five odd digits: at most 5 options with one-digit numbers
+    with pytest.raises(ValueError, match="'prime_number' with digits=1 cannot draw 6 distinct options"):
+        generate(1, seed=0, num_options=(4, 6), digits=1)
 
 
 def test_deterministic_by_seed():
@@ -203,6 +241,9 @@ def test_write_splits(tmp_path):
     assert [len(rows[k]) for k in ("train", "val", "ood")] == [40, 10, 12]
     assert [Sample.from_dict(r) for r in rows["val"]] == generate(10, 0, "val")
     assert set(rows["train"][0]) == {"id", "question", "options", "answer", "domain", "subdomain", "source", "meta"}
+    assert written_spec(tmp_path) == {"seed": 0, "n_train": 40, "n_val": 10, "n_ood": 12, "num_options": 4,
+                                      "digits": 2}
+    assert written_spec(tmp_path / "elsewhere") is None
 
 
 def test_corpus_covers_all_templates_and_letters():
