@@ -21,7 +21,7 @@ from typing import Literal
 from rlsci.data.benchmarks import FORMATS as BENCHMARK_FORMATS
 from rlsci.data.loaders import ON_BAD_ROW
 from rlsci.data.megascience import FORMAT as MEGASCIENCE
-from rlsci.data.synthetic import DIGITS
+from rlsci.data.synthetic import DIGITS, max_options
 from rlsci.data.wildsci import VOTING_TIERS
 
 INPUT_FORMATS = ("auto", "wildsci", "samples", *BENCHMARK_FORMATS, MEGASCIENCE)
@@ -131,6 +131,9 @@ class DataConfig:
             errors.append("data.synthetic: n_train, n_val, n_ood must be >= 1 and num_options in 2..10")
         if sy.dir and sy.digits not in DIGITS:
             errors.append(f"data.synthetic.digits must be one of {DIGITS}, got {sy.digits!r}")
+        elif sy.dir and sy.num_options > max_options(sy.digits):
+            errors.append(f"data.synthetic.num_options={sy.num_options} is more than the "
+                          f"{max_options(sy.digits)} options the templates can draw with digits={sy.digits}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             errors.append(f"data.max_train_samples must be >= 1 or null, got {self.max_train_samples}")
         if self.on_bad_row not in ON_BAD_ROW:

@@ -281,6 +281,18 @@ def _check_option_count(templates: tuple[Template, ...], k: int, digits: int) ->
             ) from None
 
 
+def max_options(digits: int = 2) -> int:
+    """The most options every template (in-domain and held-out) can draw with `digits`-digit numbers."""
+    templates = train_templates(digits) + ood_templates(digits)
+    for k in range(MAX_OPTIONS, 1, -1):
+        try:
+            _check_option_count(templates, k, digits)
+            return k
+        except ValueError:
+            continue
+    return 1
+
+
 def generate(
     n: int, seed: int, split: str = "train", num_options: int | tuple[int, int] = 4, digits: int = 2
 ) -> list[Sample]:

@@ -48,6 +48,10 @@ def test_default_config_is_valid():
         ),
         (DataConfig(max_train_samples=0), "data.max_train_samples must be >= 1 or null"),
         (DataConfig(synthetic=SyntheticConfig(dir="d", digits=4)), "data.synthetic.digits must be one of (1, 2, 3)"),
+        (
+            DataConfig(synthetic=SyntheticConfig(dir="d", digits=1, num_options=6)),
+            "data.synthetic.num_options=6 is more than the 5 options the templates can draw with digits=1",
+        ),
     ],
 )
 def test_impossible_combinations(cfg, message):

@@ -15,6 +15,7 @@ from rlsci.data.synthetic import (
     corpus,
     generate,
     instance_key,
+    max_options,
     ood_templates,
     train_templates,
     write_splits,
@@ -152,6 +153,11 @@ def test_digits_two_is_the_default_and_three_widens_the_numbers():
 def test_bad_digits_is_an_error(digits):
     with pytest.raises(ValueError, match="digits must be one of"):
         generate(1, seed=0, digits=digits)
+
+
+def test_max_options_per_digits():
+    # one digit: four non-primes (4, 6, 8, 9) besides a prime; two digits and more: all ten letters
+    assert [max_options(d) for d in (1, 2, 3)] == [5, 10, 10]
 
 
 def test_too_many_options_for_one_digit_numbers_is_an_error():
