@@ -131,9 +131,9 @@ class DataConfig:
             errors.append("data.synthetic: n_train, n_val, n_ood must be >= 1 and num_options in 2..10")
         if sy.dir and sy.digits not in DIGITS:
             errors.append(f"data.synthetic.digits must be one of {DIGITS}, got {sy.digits!r}")
-        elif sy.dir and sy.num_options > max_options(sy.digits):
+        elif sy.dir and sy.num_options > (most := max_options(sy.digits)):
             errors.append(f"data.synthetic.num_options={sy.num_options} is more than the "
-                          f"{max_options(sy.digits)} options the templates can draw with digits={sy.digits}")
+                          f"{most} options the templates can draw with digits={sy.digits}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             errors.append(f"data.max_train_samples must be >= 1 or null, got {self.max_train_samples}")
         if self.on_bad_row not in ON_BAD_ROW:
