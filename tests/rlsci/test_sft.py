@@ -16,7 +16,6 @@ from rlsci.models import init_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SFT = ROOT / "configs" / "demo_sft.yaml"
-GRPO = ROOT / "configs" / "demo_grpo.yaml"
 MCQ = Sample(id="q1", question="Which is a noble gas?", options={"A": "neon", "B": "iron"}, answer="A")
 FREE = Sample(id="f1", question="Speed of light?", options={}, answer="3e8 m/s",
               meta={"reasoning": "c is about 3.00e8 m/s."})
@@ -96,9 +95,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sft_learns_the_answer_format_exports_hf_and_grpo_starts_from_it(assets, tmp_path, ray_cluster):
+def test_sft_learns_the_answer_format_and_exports_hf(assets, tmp_path, ray_cluster):
     """40 steps on a random micro model: the letter-then-end-of-turn format is learned (loss falls from
-    ~log(vocab) = 6.9, every greedy answer is extractable), and rlsci train runs from the exported model."""
+    ~log(vocab) = 6.9, every greedy answer is extractable), and the model is exported as a Hugging Face
+    directory. GRPO from such an export: tests/rlsci/test_demo_learns.py."""
     from rlsci.sft import SftTrainer
     from rlsci.trainer import train
 
@@ -116,17 +116,6 @@ def test_sft_learns_the_answer_format_exports_hf_and_grpo_starts_from_it(assets,
     assert lines[0]["eval/val/extractability"] == 0.0 and last["eval/val/extractability"] == 1.0
     assert not (run / "reward_server.log").exists()  # sft grades nothing while training: no reward server
     assert (run / "hf" / "config.json").is_file()
-
-    grpo = tmp_path / "grpo"
-    cfg = load_config(GRPO, [*overrides(assets, grpo, "trainer.total_steps=2", "trainer.prompts_per_step=8",
-                                        "rollout.n=4", "trainer.export_hf=false"), f"model.path={run / 'hf'}",
-                              # this warm start answers with letters, which the demo's mcq_text does not take
-                              "reward.fn=mcq", "algo.zero_variance_filter=false"])
-    train(cfg, log=lambda _: None)
-    lines = read_metrics(grpo)
-    assert [m["step"] for m in lines] == [0, 1, 2]
-    assert lines[0]["eval/val/extractability"] == 1.0  # it starts from the warm-started model, not a random one
-    assert all(m["learner/behaviour_logprob_diff/max"] < 1e-4 for m in lines[1:])
 
 
 @pytest.mark.slow
