@@ -12,6 +12,15 @@ Modules (none imports another that imports it back):
 """
 
 from rlsci.learner.config import LearnerConfig
-from rlsci.learner.group import LearnerGroup
 
 __all__ = ["LearnerConfig", "LearnerGroup"]
+
+
+def __getattr__(name: str):
+    """LearnerGroup on first use: it imports torch, transformers and Ray, which reading a config
+    (rlsci.config, and every `rlsci serve-rewards` through it) does not need."""
+    if name == "LearnerGroup":
+        from rlsci.learner.group import LearnerGroup
+
+        return LearnerGroup
+    raise AttributeError(f"module 'rlsci.learner' has no attribute {name!r}")

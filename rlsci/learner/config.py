@@ -7,9 +7,13 @@ tree mounts it as its ``learner`` section (rlsci/config.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from rlsci.algos import KL_ESTIMATORS, LOSS_AGG_MODES
+# the loss settings rlsci.algos implements (its LOSS_AGG_MODES and KL_ESTIMATORS; a test keeps them equal),
+# named here without importing it: reading a config needs no torch
+LossAgg = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
+KlEstimator = Literal["k1", "k2", "k3"]
+LOSS_AGG_MODES, KL_ESTIMATORS = get_args(LossAgg), get_args(KlEstimator)
 
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -42,14 +46,14 @@ class LearnerConfig:
     micro_batch_tokens: int = 16384  # padded tokens per forward/backward pass on one rank
     temperature: float = 1.0  # must equal the rollout sampling temperature (logits are divided by it)
     # loss (rlsci/algos.py)
-    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
+    loss_agg: LossAgg = "token_mean"
     norm_len: int | None = None  # constant length for seq_mean_token_sum_norm (the generation max length)
     clip_low: float = 0.2
     clip_high: float = 0.2  # > clip_low: DAPO clip-higher (e.g. 0.28)
     dual_clip: float | None = 3.0  # dual-clip c > 1; None: off
     tis_cap: float | None = None  # truncated importance weight cap for rollout/learner mismatch; None: off
     kl_coef: float = 0.0  # 0: no reference model is loaded at all
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_estimator: KlEstimator = "k3"
     entropy_coef: float = 0.0
     # resources (one Ray actor = one torch.distributed rank)
     num_ranks: int = 1
