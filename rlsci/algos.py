@@ -6,7 +6,9 @@ paper that introduced it. Shapes: N samples (flat), B sequences, T response toke
 - Advantages, selected by name in ``ADV_ESTIMATORS``:
   GRPO (Shao et al. 2024, DeepSeekMath) ``(r - mean_g) / (std_g + eps)``;
   Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training") is GRPO with ``scale_by_std=False``;
-  RLOO (Ahmadian et al. 2024) ``r_i - mean_{j != i} r_j``.
+  RLOO (Ahmadian et al. 2024) ``r_i - mean_{j != i} r_j``;
+  REINFORCE++ (Hu 2025) ``(r - mean_batch) / std_batch``, and its -baseline variant
+  ``(r - mean_g) / std_batch``.
 - Dynamic sampling (DAPO, Yu et al. 2025): ``zero_variance_mask`` keeps groups whose rewards differ.
 - Policy loss: PPO-clip (Schulman et al. 2017) with asymmetric clip (DAPO clip-higher), dual clip
   (Ye et al. 2020) and truncated importance sampling for the rollout/learner logprob mismatch
@@ -131,7 +133,44 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     return torch.where(varies, rewards - others_mean, torch.zeros_like(rewards))
 
 
-ADV_ESTIMATORS: dict[str, Callable[..., Tensor]] = {"grpo": grpo_advantages, "rloo": rloo_advantages}
+def reinforce_pp_advantages(rewards: Tensor, group_ids: Tensor, *, group_baseline: bool = False,
+                            eps: float = 1e-6) -> Tensor:
+    """REINFORCE++ advantages (Hu 2025, "REINFORCE++: a simple and efficient approach for aligning large
+    language models"): normalised over the whole batch instead of each group.
+
+    ``A_i = (r_i - mean_batch) / (std_batch + eps)``; with ``group_baseline`` (REINFORCE++-baseline)
+    ``A_i = (r_i - mean_g) / (std_batch(r - mean_g) + eps)``, the group mean as baseline and the batch's
+    spread of the centred rewards as scale. Without the group baseline a group whose rewards are all equal
+    still gets a signal: below the batch mean its answers are made less likely (GRPO gives it 0, so a
+    policy that answers one prompt the same wrong way every time never moves off it). std is unbiased;
+    a batch whose values are all equal gets exactly 0.
+
+    Shapes: rewards (N,) float, group_ids (N,) integer -> (N,) in the dtype of rewards.
+    """
+    _check_rewards_and_groups(rewards, group_ids)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if group_baseline:
+        inverse, num_groups = _group_index(group_ids)
+        counts = _group_sum(torch.ones_like(rewards), inverse, num_groups)
+        centred = rewards - (_group_sum(rewards, inverse, num_groups) / counts)[inverse]
+        centred = torch.where(_group_range(rewards, inverse, num_groups)[inverse] > 0, centred,
+                              torch.zeros_like(centred))  # equal groups exactly 0 (see grpo_advantages)
+    else:
+        centred = rewards - rewards.mean()
+    if rewards.numel() < 2 or bool((rewards == rewards[0]).all()) or not bool(centred.any()):
+        return torch.zeros_like(rewards)
+    return centred / (centred.std() + eps)
+
+
+def reinforce_pp_baseline_advantages(rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """REINFORCE++-baseline: ``reinforce_pp_advantages(..., group_baseline=True)``."""
+    return reinforce_pp_advantages(rewards, group_ids, group_baseline=True, eps=eps)
+
+
+ADV_ESTIMATORS: dict[str, Callable[..., Tensor]] = {
+    "grpo": grpo_advantages, "rloo": rloo_advantages, "reinforce_pp": reinforce_pp_advantages,
+    "reinforce_pp_baseline": reinforce_pp_baseline_advantages}
 
 
 def zero_variance_mask(rewards: Tensor, group_ids: Tensor, atol: float = 0.0) -> Tensor:

@@ -116,7 +116,7 @@ class RolloutConfig:
 class AlgoConfig:
     """GRPO choices (rlsci/algos.py); the loss settings (clip, loss_agg, KL in the loss) are `learner`'s."""
 
-    advantage: Literal["grpo", "rloo"] = "grpo"
+    advantage: Literal["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"] = "grpo"
     scale_by_std: bool = True  # grpo: (r - mean) / std; False: r - mean (Dr. GRPO)
     zero_variance_filter: bool = False  # DAPO dynamic sampling: drop groups with equal rewards, refill
     max_refill_rounds: int = 4  # extra generation rounds to refill the batch; then train on what there is
@@ -130,8 +130,8 @@ class AlgoConfig:
             errors.append(f"algo.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
         if self.overlong == "soft_penalty" and self.overlong_cache_len < 1:
             errors.append("algo.overlong=soft_penalty needs algo.overlong_cache_len >= 1")
-        if self.advantage == "rloo" and not self.scale_by_std:
-            errors.append("algo.scale_by_std applies to algo.advantage=grpo only; leave it true with rloo")
+        if self.advantage != "grpo" and not self.scale_by_std:
+            errors.append(f"algo.scale_by_std applies to algo.advantage=grpo only; leave it true with {self.advantage}")
         return errors
 
 
@@ -250,9 +250,10 @@ class Config:
         if self.learner.model_path != self.model.path:
             errors.append(f"learner.model_path ({self.learner.model_path!r}) differs from model.path "
                           f"({self.model.path!r}): set model.path only")
-        if self.learner.kl_coef and self.algo.advantage == "rloo":
-            errors.append("learner.kl_coef puts KL in the loss; RLOO (algo.advantage=rloo) puts it in the reward, "
-                          "which rlsci does not do yet: set learner.kl_coef=0")
+        if self.learner.kl_coef and self.algo.advantage in ("rloo", "reinforce_pp"):
+            errors.append(f"learner.kl_coef puts KL in the loss; {self.algo.advantage} (RLOO, REINFORCE++) puts it "
+                          "in the reward, which rlsci does not do yet: set learner.kl_coef=0 (reinforce_pp_baseline "
+                          "takes KL in the loss, k2 in its paper)")
         t, r, lr = self.trainer, self.rollout, self.learner
         if t.placement == "cpu" and (lr.gpus_per_rank or r.gpus_per_worker):
             errors.append("trainer.placement=cpu takes no GPUs: set learner.gpus_per_rank and "

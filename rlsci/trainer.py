@@ -44,7 +44,7 @@ import torch
 
 from rewards.base import RewardResult, Sample
 from rlsci import metrics as M
-from rlsci.algos import grpo_advantages, rloo_advantages, soft_overlong_penalty, zero_variance_mask
+from rlsci.algos import ADV_ESTIMATORS, grpo_advantages, soft_overlong_penalty, zero_variance_mask
 from rlsci.batch import RolloutBatch
 from rlsci.build import build_everything, build_sinks
 from rlsci.config import Config
@@ -80,9 +80,9 @@ def advantages_of(groups: list[Group], advantage: str, scale_by_std: bool) -> to
     """(N,) advantages of every sample of `groups`, group-major."""
     rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
     group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.rewards])
-    if advantage == "rloo":
-        return rloo_advantages(rewards, group_ids)
-    return grpo_advantages(rewards, group_ids, scale_by_std=scale_by_std)
+    if advantage == "grpo":
+        return grpo_advantages(rewards, group_ids, scale_by_std=scale_by_std)
+    return ADV_ESTIMATORS[advantage](rewards, group_ids)
 
 
 def build_batch(groups: list[Group], advantages: torch.Tensor, *, mask_truncated: bool, pad_token_id: int) -> RolloutBatch:

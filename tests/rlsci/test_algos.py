@@ -17,6 +17,8 @@ from rlsci.algos import (
     logprobs_from_logits,
     masked_mean,
     policy_loss,
+    reinforce_pp_advantages,
+    reinforce_pp_baseline_advantages,
     rloo_advantages,
     soft_overlong_penalty,
     zero_variance_mask,
@@ -26,7 +28,9 @@ LN2 = math.log(2.0)
 
 
 def test_registries_name_every_variant():
-    assert ADV_ESTIMATORS == {"grpo": grpo_advantages, "rloo": rloo_advantages}
+    assert ADV_ESTIMATORS == {"grpo": grpo_advantages, "rloo": rloo_advantages,
+                              "reinforce_pp": reinforce_pp_advantages,
+                              "reinforce_pp_baseline": reinforce_pp_baseline_advantages}
     assert LOSS_AGG_MODES == ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
     assert KL_ESTIMATORS == ("k1", "k2", "k3")
     # the learner's config names the same settings without importing torch (rlsci/learner/config.py)
@@ -74,6 +78,21 @@ def test_rloo_advantages_hand_values():
     rewards = torch.tensor([1.0, 0.0, 5.0, 0.0])
     groups = torch.tensor([3, 3, 9, 3])
     assert_close(rloo_advantages(rewards, groups), torch.tensor([1.0, -0.5, 0.0, -0.5]))
+
+
+def test_reinforce_pp_advantages_hand_values():
+    # groups 0: 1, 0; 1: 0, 1; 2: -1, -1 (a prompt answered the same wrong way twice)
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, -1.0, -1.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    # REINFORCE++: batch mean 0, unbiased batch std sqrt(4 / 5) = 0.894427 -> A = r / 0.894427; group 2
+    # gets a negative signal (GRPO gives it 0)
+    s = 1 / math.sqrt(0.8)
+    assert_close(reinforce_pp_advantages(rewards, groups, eps=0.0), torch.tensor([s, 0.0, 0.0, s, -s, -s]))
+    # -baseline: minus the group means (0.5, 0.5, -1) -> +-0.5, +-0.5, 0, 0; their unbiased std over the
+    # batch sqrt(4 * 0.25 / 5) = 0.447214 -> +-1.118034; the equal group gets 0
+    b = 0.5 / math.sqrt(0.2)
+    assert_close(reinforce_pp_baseline_advantages(rewards, groups, eps=0.0),
+                 torch.tensor([b, -b, -b, b, 0.0, 0.0]))
 
 
 @pytest.mark.parametrize("estimator", sorted(ADV_ESTIMATORS))

@@ -168,3 +168,18 @@ def test_a_yaml_file_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
     )
     assert main(["config", str(f)]) == 2
     assert f"{f}:4: not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("advantage", ["rloo", "reinforce_pp"])
+def test_kl_in_the_loss_is_refused_where_the_estimator_puts_it_in_the_reward(advantage):
+    with pytest.raises(ConfigError, match=f"learner.kl_coef puts KL in the loss; {advantage}"):
+        load_config(None, [f"algo.advantage={advantage}", "learner.kl_coef=0.01"])
+    load_config(None, [f"algo.advantage={advantage}"])
+
+
+def test_reinforce_pp_baseline_takes_kl_in_the_loss_and_scale_by_std_is_grpo_only():
+    assert load_config(None, ["algo.advantage=reinforce_pp_baseline", "learner.kl_coef=0.01",
+                              "learner.kl_estimator=k2"]).algo.advantage == "reinforce_pp_baseline"
+    with pytest.raises(ConfigError, match="algo.scale_by_std applies to algo.advantage=grpo only; leave it true "
+                                          "with reinforce_pp"):
+        load_config(None, ["algo.advantage=reinforce_pp", "algo.scale_by_std=false"])

@@ -110,6 +110,10 @@ def test_batch_builder_groups_and_masks_truncated(assets):
     adv = advantages_of(groups, "grpo", scale_by_std=True)
     # group 0: rewards (1, 0), mean 0.5, unbiased std 0.707 -> +-0.707; group 1 all equal -> exactly 0
     assert adv.tolist() == pytest.approx([0.7071, -0.7071, 0.0, 0.0], abs=1e-4)
+    # REINFORCE++ by name: batch mean 0.25, unbiased batch std 0.5 -> (r - 0.25) / 0.5; the all-zero group
+    # is pushed down too
+    assert advantages_of(groups, "reinforce_pp", scale_by_std=True).tolist() == pytest.approx(
+        [1.5, -0.5, -0.5, -0.5], abs=1e-4)
     batch = build_batch(groups, adv, mask_truncated=True, pad_token_id=0)
     assert batch.group_ids.tolist() == [0, 0, 1, 1]
     assert batch.response_mask.sum(dim=1).tolist() == [2, 0, 2, 2]  # the truncated response trains on nothing
