@@ -426,12 +426,13 @@ def extract_answer(response: str) -> tuple[str | None, str | None, bool]:
 
 
 def normalize_text(text: str) -> str:
-    """Text answer -> comparison key: LaTeX wrappers, `$`, `_`, braces, case, spacing and
-    surrounding punctuation removed ("\\text{H}_2O." -> "h2o")."""
+    """Text answer -> comparison key: LaTeX wrappers, `$`, `_`, braces, case, spacing, surrounding
+    punctuation and a leading article removed ("\\text{H}_2O." -> "h2o", "The mitochondrion" ->
+    "mitochondrion"; "vitamin A" keeps its "a")."""
     text = re.sub(r"\\(?:text|textrm|textbf|mathrm|mathbf|mathit|operatorname|mbox)\s*", "", text)
     text = re.sub(r"[${}_\\]", "", text)
-    text = re.sub(r"\s+", " ", text).lower()
-    return text.strip(" .,;:!?\"'`*()[]")
+    text = re.sub(r"\s+", " ", text).lower().strip(" .,;:!?\"'`*()[]")
+    return re.sub(r"^(?:the|an|a) (?=\S)", "", text)
 
 
 def reference_text(sample: Sample) -> str:
@@ -471,11 +472,14 @@ def grade_reference(
     rel_tol = _meta_float(sample, "rel_tol", rel_tol)
     abs_tol = _meta_float(sample, "abs_tol", abs_tol)
     ref = reference_text(sample)
+    # a reference in the form of an answer ("$\\boxed{H_2O}$", "v = 2.5 m/s") is compared the way the
+    # answer is: undecorated, the part after the last "="
+    ref_key = _clean(ref) or ref
     rule, pred, format_ok = extract_answer(response)
     if pred is None:
         info = {"reference": ref} | ({"rule": rule} if rule else {})
         return RewardResult(score=no_answer, correct=False, info=info)
-    ref_q = parse_quantity(ref)
+    ref_q = parse_quantity(ref_key)
     if ref_q is not None:
         pred_q = parse_quantity(pred)
         if pred_q is None:
@@ -484,7 +488,7 @@ def grade_reference(
             ok, reason = quantities_match(pred_q, ref_q, rel_tol, abs_tol)
         kind = "numeric"
     else:
-        ok = normalize_text(pred) == normalize_text(ref)
+        ok = normalize_text(pred) == normalize_text(ref_key)
         reason, kind = ("same text" if ok else "different text"), "text"
     return RewardResult(
         score=(correct if ok else wrong) + (format_bonus if format_ok else 0.0),

@@ -178,6 +178,24 @@ def test_text_answers():
     assert grade("Yes.", "yes").correct
     assert grade("no", "yes").correct is False
     assert grade("Na  +", "na +").correct
+    # a leading article is not part of the answer; an article-like letter elsewhere is
+    assert grade("the mitochondrion", "Mitochondrion").correct and grade("an electron", "electron").correct
+    assert grade("vitamin", "vitamin A").correct is False and grade("vitamin A", "vitamin a").correct
+
+
+@pytest.mark.parametrize(("ref", "pred", "right"), [
+    ("$\\boxed{H_2O}$", "H2O", True),
+    ("\\(\\boxed{78.54 \\text{ cm}^2}\\)", "78.5 cm^2", True),
+    ("\\(\\boxed{78.54 \\text{ cm}^2}\\)", "80 cm^2", False),
+    ("v = 2.5 m/s", "2.5 m/s", True),
+    ("v = 2.5 m/s", "v = 25 m/s", False),
+    ("The answer is 7.", "7", True),
+])
+def test_a_reference_written_like_an_answer_is_read_like_one(ref, pred, right):
+    # MegaScience-style references often come boxed, in LaTeX or as an equation; the answer side was
+    # always unwrapped, the reference was compared raw, so every right answer to them graded wrong
+    r = grade(pred, ref)
+    assert r.correct is right and r.info["reference"] == ref and r.info["match"] in ("numeric", "text")
 
 
 def test_meta_unit_is_appended():
