@@ -370,6 +370,18 @@ def write_splits(
     return paths
 
 
+def split_overrides(out_dir: str | Path, *, ood: bool = True, draw: bool = False) -> list[str]:
+    """Config overrides (`rlsci train CONFIG ...`, `load_config(path, overrides)`) that point a run's data at
+    the splits `write_splits(out_dir)` writes: data.train, data.val.path and, with `ood`, data.ood (label
+    ood; without it no ood set). `draw`: the run writes them itself first (data.synthetic.dir=out_dir, with
+    the config's data.synthetic settings); otherwise it reads files already there (data.synthetic.dir='')."""
+    d = Path(out_dir)
+    synthetic = str(d) if draw else "''"  # '': draw nothing
+    ood_sets = f"[{{name: samples, path: {d / 'ood.jsonl'}, label: ood}}]" if ood else "[]"
+    return [f"data.synthetic.dir={synthetic}", f"data.train=[{d / 'train.jsonl'}]",
+            f"data.val.path={d / 'val.jsonl'}", f"data.ood={ood_sets}"]
+
+
 def written_spec(out_dir: str | Path) -> dict | None:
     """The arguments `write_splits` wrote `out_dir` with (SPEC_FILE), or None where there is no
     such record (nothing written yet, or files written by other means)."""

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from rlsci.config import load_config
+from rlsci.data.synthetic import split_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +39,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def data_overrides(data: Path) -> list[str]:
     """The demo's synthetic questions (its data.synthetic settings), written under `data` by the first run."""
-    return [f"data.synthetic.dir={data}", f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
-            "data.ood=[]", "trainer.loggers=[jsonl]", "trainer.save_rollouts=false"]
+    return [*split_overrides(data, ood=False, draw=True), "trainer.loggers=[jsonl]", "trainer.save_rollouts=false"]
 
 
 @pytest.fixture(scope="module")

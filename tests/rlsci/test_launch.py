@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from rlsci.cli import main
-from rlsci.data.synthetic import write_splits
+from rlsci.data.synthetic import split_overrides, write_splits
 from rlsci.launch import LaunchError, missing_modules, plan_job
 from rlsci.models import init_tiny_model
 
@@ -39,10 +39,8 @@ def assets(tmp_path_factory) -> Path:
 
 
 def overrides(assets: Path, run_dir: Path, *extra: str) -> list[str]:
-    data = assets / "data"
-    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none", "data.synthetic.dir=''",
-            f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
-            f"data.ood=[{{name: samples, path: {data / 'ood.jsonl'}, label: ood}}]",
+    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none",
+            *split_overrides(assets / "data"),
             "trainer.prompts_per_step=4", "rollout.n=4", "trainer.total_steps=2", "trainer.eval_every=0",
             "trainer.save_every=0", "trainer.loggers=[jsonl]", "trainer.export_hf=false", *extra]
 

@@ -11,7 +11,7 @@ import pytest
 
 from rewards.base import Sample
 from rlsci.config import SftConfig, load_config
-from rlsci.data.synthetic import write_splits
+from rlsci.data.synthetic import split_overrides, write_splits
 from rlsci.models import init_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,10 +83,8 @@ def assets(tmp_path_factory) -> Path:
 
 
 def overrides(assets: Path, run_dir: Path, *extra: str) -> list[str]:
-    data = assets / "data"
-    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none", "data.synthetic.dir=''",
-            f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
-            f"data.ood=[{{name: samples, path: {data / 'ood.jsonl'}, label: ood}}]", "sft.batch_size=16",
+    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none",
+            *split_overrides(assets / "data"), "sft.batch_size=16",
             "trainer.eval_every=0", "trainer.save_every=0", "trainer.loggers=[jsonl]", *extra]
 
 

@@ -21,7 +21,7 @@ import pytest
 import ray
 
 from rlsci.config import load_config
-from rlsci.data.synthetic import write_splits
+from rlsci.data.synthetic import split_overrides, write_splits
 from rlsci.models import init_tiny_model
 from rlsci.trainer import Trainer, advantages_of, build_batch, train
 
@@ -50,10 +50,8 @@ def assets(tmp_path_factory) -> Path:
 
 
 def overrides(assets: Path, run_dir: Path, *extra: str) -> list[str]:
-    data = assets / "data"
-    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none", "data.synthetic.dir=''",
-            f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
-            f"data.ood=[{{name: samples, path: {data / 'ood.jsonl'}, label: ood}}]",
+    return [f"run.dir={run_dir}", f"model.path={assets / 'model'}", "model.init=none",
+            *split_overrides(assets / "data"),
             "trainer.prompts_per_step=8", "rollout.n=4", "trainer.total_steps=3", "trainer.eval_every=0",
             "trainer.save_every=0", "trainer.loggers=[jsonl]", "trainer.export_hf=false", *extra]
 

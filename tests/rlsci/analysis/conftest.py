@@ -60,7 +60,7 @@ def write_run(tmp_path) -> Callable[..., RunDir]:
 def _train(root: Path, steps: int, seed: int) -> Path:
     """A run directory from the real trainer: a micro model, `steps` steps, validation and ood every 2 steps."""
     from rlsci.config import load_config
-    from rlsci.data.synthetic import write_splits
+    from rlsci.data.synthetic import split_overrides, write_splits
     from rlsci.models import init_tiny_model
     from rlsci.trainer import train
 
@@ -68,8 +68,7 @@ def _train(root: Path, steps: int, seed: int) -> Path:
     write_splits(root / "data", seed=0, n_train=200, n_val=16, n_ood=16)
     data, run_dir = root / "data", root / "run"
     overrides = [f"run.dir={run_dir}", f"run.seed={seed}", f"model.path={root / 'model'}", "model.init=none",
-                 "data.synthetic.dir=''", f"data.train=[{data / 'train.jsonl'}]", f"data.val.path={data / 'val.jsonl'}",
-                 f"data.ood=[{{name: samples, path: {data / 'ood.jsonl'}, label: ood}}]",
+                 *split_overrides(data),
                  "trainer.prompts_per_step=8", "rollout.n=4", f"trainer.total_steps={steps}", "trainer.eval_every=2",
                  "trainer.save_every=0", "trainer.loggers=[jsonl]", "trainer.export_hf=false"]
     train(load_config(DEMO, overrides), log=lambda _: None)

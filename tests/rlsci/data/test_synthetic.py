@@ -17,6 +17,7 @@ from rlsci.data.synthetic import (
     instance_key,
     max_options,
     ood_templates,
+    split_overrides,
     train_templates,
     write_splits,
     written_spec,
@@ -254,6 +255,17 @@ def test_write_splits(tmp_path):
     assert written_spec(tmp_path) == {"seed": 0, "n_train": 40, "n_val": 10, "n_ood": 12, "num_options": 4,
                                       "digits": 2}
     assert written_spec(tmp_path / "elsewhere") is None
+
+
+def test_split_overrides_point_a_config_at_the_written_splits(tmp_path):
+    from rlsci.config import load_config
+
+    paths = write_splits(tmp_path, seed=0, n_train=4, n_val=2, n_ood=2)
+    data = load_config(None, split_overrides(tmp_path)).data
+    assert (data.synthetic.dir, data.train, data.val.path) == ("", [str(paths["train"])], str(paths["val"]))
+    assert [(o.name, o.path, o.label) for o in data.ood] == [("samples", str(paths["ood"]), "ood")]
+    drawn = load_config(None, split_overrides(tmp_path, ood=False, draw=True)).data
+    assert (drawn.synthetic.dir, drawn.ood) == (str(tmp_path), [])
 
 
 def test_corpus_covers_all_templates_and_letters():
