@@ -368,12 +368,20 @@ def _read_with_defaults(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, 
     return out
 
 
+_LIST_ITEM = re.compile(r"\[\d+\]|\.\d+(?=\.|$)")  # "a.b[0]" or "a.b.0": an index into a list
+
+
 def _parse_overrides(overrides: typing.Sequence[str]) -> dict:
     bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
     if bad:
         raise ConfigError(f"command line: overrides must look like `a.b.c=value`, got {bad}")
     if any(o.startswith("defaults=") for o in overrides):
         raise ConfigError("command line: `defaults` can only be set in a YAML file")
+    items = [o for o in overrides if _LIST_ITEM.search(o.split("=", 1)[0])]
+    if items:  # from_dotlist would read "ood[0]" and "ood.0" as a mapping key "0"
+        key = _LIST_ITEM.split(items[0].split("=", 1)[0])[0]
+        raise ConfigError(f"command line: `{items[0]}` sets one item of a list, which an override cannot do: "
+                          f"give the whole list, e.g. `{key}=[{{...}}, {{...}}]`")
     return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
 
 

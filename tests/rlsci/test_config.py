@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,11 @@ def test_command_line_errors_name_the_command_line():
         load_config(None, ["reward.fnn=mcq"])
     with pytest.raises(ConfigError, match="overrides must look like"):
         load_config(None, ["reward.fn"])
+    # OmegaConf's dot-list reads an index as a mapping key "0": said as what it is
+    for item in ("data.ood[0].path=x.jsonl", "data.ood.0.path=x.jsonl"):
+        with pytest.raises(ConfigError, match=rf"command line: `{re.escape(item)}` sets one item of a list.*"
+                                              r"give the whole list, e\.g\. `data\.ood=\["):
+            load_config(None, ["run.seed=1", item])
 
 
 def test_impossible_combination_names_keys_and_origin(tmp_path):
