@@ -9,7 +9,8 @@ One step (each phase timed by name, DESIGN.md "One training step"):
     gen          B prompts x n samples at rollout.temperature from the rollout workers (Ray actors),
                  with the engines' behaviour logprobs; a per-step seed, so a resumed run repeats it
     reward       graded by the reward server (started with the job unless reward.url names one)
-    adv          group advantages: GRPO (r - mean_g) / std_g (algo.scale_by_std) or RLOO; with
+    adv          advantages: GRPO (r - mean_g) / std_g (algo.scale_by_std), RLOO, or REINFORCE++
+                 normalised over the batch (rlsci.algos.ADV_ESTIMATORS); with
                  algo.zero_variance_filter, groups whose rewards are all equal are dropped and more
                  prompts are drawn until the batch is full again (DAPO dynamic sampling)
     old_logprob  the learner's logprobs of the sampled tokens before the update (PPO's old policy),
