@@ -287,7 +287,7 @@ def load_config(
     if path is not None:
         sources.extend(_read_with_defaults(Path(path), chain=()))
     if overrides:
-        sources.append(("command line", _parse_overrides(overrides)))
+        sources.append(("command line", _parse_overrides(overrides, schema)))
 
     errors: list[str] = []
     for source, tree in sources:
@@ -368,20 +368,32 @@ def _read_with_defaults(path: Path, chain: tuple[Path, ...]) -> list[tuple[str, 
     return out
 
 
-_LIST_ITEM = re.compile(r"\[\d+\]|\.\d+(?=\.|$)")  # "a.b[0]" or "a.b.0": an index into a list
+def _indexed_list(key: str, schema: type) -> str | None:
+    """The list field of `schema` that the override key `key` indexes into ("data.ood" for
+    "data.ood[0].path" or "data.ood.0.path"), or None (a dict's key "0" is an ordinary key)."""
+    parts = re.sub(r"\[(\d+)\]", r".\1", key).split(".")
+    tp: Any = schema
+    for i, part in enumerate(parts[:-1]):
+        if not dataclasses.is_dataclass(tp) or part not in (hints := typing.get_type_hints(tp)):
+            return None
+        tp = hints[part]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # list[...] | None
+            tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+        if typing.get_origin(tp) in (list, tuple) and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 1])
+    return None
 
 
-def _parse_overrides(overrides: typing.Sequence[str]) -> dict:
+def _parse_overrides(overrides: typing.Sequence[str], schema: type) -> dict:
     bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
     if bad:
         raise ConfigError(f"command line: overrides must look like `a.b.c=value`, got {bad}")
     if any(o.startswith("defaults=") for o in overrides):
         raise ConfigError("command line: `defaults` can only be set in a YAML file")
-    items = [o for o in overrides if _LIST_ITEM.search(o.split("=", 1)[0])]
-    if items:  # from_dotlist would read "ood[0]" and "ood.0" as a mapping key "0"
-        key = _LIST_ITEM.split(items[0].split("=", 1)[0])[0]
-        raise ConfigError(f"command line: `{items[0]}` sets one item of a list, which an override cannot do: "
-                          f"give the whole list, e.g. `{key}=[{{...}}, {{...}}]`")
+    for o in overrides:  # OmegaConf's dot-list would read "ood[0]" and "ood.0" as a mapping key "0"
+        if (listed := _indexed_list(o.split("=", 1)[0].strip(), schema)) is not None:
+            raise ConfigError(f"command line: `{o}` sets one item of the list `{listed}`, which an override "
+                              f"cannot do: give the whole list, e.g. `{listed}=[{{...}}, {{...}}]`")
     return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
 
 

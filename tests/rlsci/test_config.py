@@ -69,10 +69,17 @@ def test_command_line_errors_name_the_command_line():
     with pytest.raises(ConfigError, match="overrides must look like"):
         load_config(None, ["reward.fn"])
     # OmegaConf's dot-list reads an index as a mapping key "0": said as what it is
-    for item in ("data.ood[0].path=x.jsonl", "data.ood.0.path=x.jsonl"):
-        with pytest.raises(ConfigError, match=rf"command line: `{re.escape(item)}` sets one item of a list.*"
-                                              r"give the whole list, e\.g\. `data\.ood=\["):
+    for item in ("data.ood[0].path=x.jsonl", "data.ood.0.path=x.jsonl", "data.train.1=x.jsonl"):
+        listed = "data.ood" if "ood" in item else "data.train"
+        with pytest.raises(ConfigError, match=rf"command line: `{re.escape(item)}` sets one item of the list "
+                                              rf"`{listed}`.*give the whole list, e\.g\. `{listed}=\["):
             load_config(None, ["run.seed=1", item])
+    # a number is an ordinary key of a mapping (an evaluation suite's named paths)
+    from rlsci.evaluate import EvalSuiteConfig
+
+    suite = load_config(None, ["paths.2024=/data/2024", "benchmarks=[{name: samples, path: v.jsonl}]"],
+                        schema=EvalSuiteConfig)
+    assert suite.paths == {"2024": "/data/2024"}
 
 
 def test_impossible_combination_names_keys_and_origin(tmp_path):
