@@ -386,6 +386,27 @@ def _clean(answer: str) -> str:
     return re.sub(r"\s+", " ", answer).strip().rstrip(".").strip()
 
 
+_MATH_WRAPPER = re.compile(r"^\s*(?:\$\$?|\\\(|\\\[)(?P<inner>.*?)(?:\$\$?|\\\)|\\\])\s*$", re.S)
+# "v = 2.5 m/s", "E_k = 3 J": one short symbol, one "=" (no "<=", ">=", "!=" and no second "=")
+_SYMBOL_EQUALS = re.compile(r"\s*\\?[A-Za-z][\w^{}\\]{0,12}\s*=(?P<value>[^=<>!]+)")
+
+
+def _reference_key(reference: str) -> str:
+    """What a reference is compared by when it is written like an answer: the content of a math wrapper
+    (`$...$`, `\\(...\\)`) and of a leading \\boxed{} (a unit after the box kept: "\\boxed{5} m/s"),
+    "the answer is" dropped, the value of "symbol = value". Anything else stays as it is: a relation
+    ("x >= 5"), several values ("x = 2 or x = -2") or a reason ("12 J, since W = Fd")."""
+    text = reference.strip()
+    if (m := _MATH_WRAPPER.match(text)) is not None:
+        text = m.group("inner").strip()
+    text = re.sub(r"^the\s+(?:final\s+)?answer\s+is\s*:?\s*", "", text, flags=re.I)
+    if text.startswith("\\boxed") and (boxed := _last_boxed(text)) is not None and text.rfind("\\boxed") == 0:
+        text = f"{boxed[0]} {text[boxed[1]:]}"
+    if (m := _SYMBOL_EQUALS.fullmatch(text)) is not None:
+        text = m.group("value")
+    return text.strip().rstrip(".").strip() or reference
+
+
 def _find_answer(text: str) -> tuple[str | None, str | None, int]:
     """(rule, answer text, end index of the match): the later of the last answer line and the
     last \\boxed{} (an "Answer: \\boxed{7}" line counts as the line), else "the answer is"."""
@@ -427,12 +448,14 @@ def extract_answer(response: str) -> tuple[str | None, str | None, bool]:
 
 def normalize_text(text: str) -> str:
     """Text answer -> comparison key: LaTeX wrappers, `$`, `_`, braces, case, spacing, surrounding
-    punctuation and a leading article removed ("\\text{H}_2O." -> "h2o", "The mitochondrion" ->
-    "mitochondrion"; "vitamin A" keeps its "a")."""
+    punctuation and the leading article of a text of words removed ("\\text{H}_2O." -> "h2o", "The
+    mitochondrion" -> "mitochondrion"; "vitamin A" keeps its "a", "a x^2" and "a b" are symbols)."""
     text = re.sub(r"\\(?:text|textrm|textbf|mathrm|mathbf|mathit|operatorname|mbox)\s*", "", text)
     text = re.sub(r"[${}_\\]", "", text)
     text = re.sub(r"\s+", " ", text).lower().strip(" .,;:!?\"'`*()[]")
-    return re.sub(r"^(?:the|an|a) (?=\S)", "", text)
+    if re.fullmatch(r"[a-z' -]+", text):  # words only: no symbol "a" of "a x^2" or "a + b"
+        text = re.sub(r"^(?:the|an|a) (?=[a-z]{2})", "", text)
+    return text
 
 
 def reference_text(sample: Sample) -> str:
@@ -472,9 +495,7 @@ def grade_reference(
     rel_tol = _meta_float(sample, "rel_tol", rel_tol)
     abs_tol = _meta_float(sample, "abs_tol", abs_tol)
     ref = reference_text(sample)
-    # a reference in the form of an answer ("$\\boxed{H_2O}$", "v = 2.5 m/s") is compared the way the
-    # answer is: undecorated, the part after the last "="
-    ref_key = _clean(ref) or ref
+    ref_key = _reference_key(ref)  # "$\\boxed{H_2O}$" -> "H_2O", "v = 2.5 m/s" -> "2.5 m/s"
     rule, pred, format_ok = extract_answer(response)
     if pred is None:
         info = {"reference": ref} | ({"rule": rule} if rule else {})
