@@ -130,6 +130,9 @@ class AlgoConfig:
             errors.append(f"algo.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
         if self.overlong == "soft_penalty" and self.overlong_cache_len < 1:
             errors.append("algo.overlong=soft_penalty needs algo.overlong_cache_len >= 1")
+        if self.advantage == "reinforce_pp" and self.zero_variance_filter:
+            errors.append("algo.zero_variance_filter drops the groups whose rewards are all equal, the ones only "
+                          "reinforce_pp learns from: set it false (or use reinforce_pp_baseline)")
         if self.advantage != "grpo" and not self.scale_by_std:
             errors.append(f"algo.scale_by_std applies to algo.advantage=grpo only; leave it true with {self.advantage}")
         return errors

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 from torch.testing import assert_close
 
 from rlsci.algos import (
@@ -121,10 +122,10 @@ def _loop_advantages(rewards, groups, kind, eps=1e-6):
     return out
 
 
-@pytest.mark.parametrize("kind", ["grpo", "drgrpo", "rloo"])
-def test_vectorised_advantages_match_loop_reference(kind):
+def _shuffled_groups() -> tuple[Tensor, Tensor]:
+    """(rewards, group ids): non-contiguous ids (3, 8, 13, ...), two singleton groups, one all-equal
+    group, shuffled order."""
     gen = torch.Generator().manual_seed(0)
-    # non-contiguous ids (3, 8, 13, ...), two singleton groups, one all-equal group, shuffled order
     groups = torch.cat(
         [torch.randint(0, 12, (60,), generator=gen) * 5 + 3, torch.tensor([1000, 1001, 77, 77, 77])]
     )
@@ -135,7 +136,12 @@ def test_vectorised_advantages_match_loop_reference(kind):
         ]
     )
     perm = torch.randperm(groups.numel(), generator=gen)
-    groups, rewards = groups[perm], rewards[perm]
+    return rewards[perm], groups[perm]
+
+
+@pytest.mark.parametrize("kind", ["grpo", "drgrpo", "rloo"])
+def test_vectorised_advantages_match_loop_reference(kind):
+    rewards, groups = _shuffled_groups()
     if kind == "grpo":
         got = grpo_advantages(rewards, groups)
     elif kind == "drgrpo":
@@ -143,6 +149,18 @@ def test_vectorised_advantages_match_loop_reference(kind):
     else:
         got = rloo_advantages(rewards, groups)
     assert_close(got, _loop_advantages(rewards, groups, kind))
+
+
+def test_reinforce_pp_advantages_match_loop_reference():
+    rewards, groups = _shuffled_groups()
+    plain = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+    assert_close(reinforce_pp_advantages(rewards, groups), plain)
+    centred = torch.zeros_like(rewards)
+    for i in range(rewards.numel()):
+        r = rewards[groups == groups[i]]
+        if not bool((r == r[0]).all()):  # singletons and the all-equal group keep 0
+            centred[i] = rewards[i] - r.mean()
+    assert_close(reinforce_pp_baseline_advantages(rewards, groups), centred / (centred.std() + 1e-6))
 
 
 def test_zero_variance_mask():

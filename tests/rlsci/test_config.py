@@ -196,3 +196,6 @@ def test_reinforce_pp_baseline_takes_kl_in_the_loss_and_scale_by_std_is_grpo_onl
     with pytest.raises(ConfigError, match="algo.scale_by_std applies to algo.advantage=grpo only; leave it true "
                                           "with reinforce_pp"):
         load_config(None, ["algo.advantage=reinforce_pp", "algo.scale_by_std=false"])
+    with pytest.raises(ConfigError, match="algo.zero_variance_filter drops the groups whose rewards are all equal"):
+        load_config(None, ["algo.advantage=reinforce_pp", "algo.zero_variance_filter=true"])
+    load_config(None, ["algo.advantage=reinforce_pp_baseline", "algo.zero_variance_filter=true"])
