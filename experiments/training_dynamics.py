@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from rlsci.analysis import (
+    answer_table,
     load_run,
     plot_accuracy,
     plot_extractability,
@@ -126,6 +127,16 @@ plot_subdomain_improvement(run)
 
 # %%
 subdomain_table(run)
+
+# %% [markdown]
+# ## Sampled answers per subdomain
+# The training samples of the first and the last 10 steps with rollouts, per subdomain: accuracy, how many
+# name an answer at all, the most common response and its share. A share near 1 at low accuracy is a
+# policy that gives one answer whatever the question; every sample of such a prompt gets the same reward,
+# so GRPO's group advantages give it no gradient (the demo's " 9 km" to every longest-length question).
+
+# %%
+answer_table(run)
 
 # %% [markdown]
 # ## Training health

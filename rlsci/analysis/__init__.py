@@ -20,10 +20,10 @@ from rlsci.analysis.figures import (
     plot_training_health,
 )
 from rlsci.analysis.load import Comparison, Run, compare_runs, load_run, read_jsonl
-from rlsci.analysis.stats import Saturation, saturation, subdomain_table
+from rlsci.analysis.stats import Saturation, answer_table, saturation, subdomain_table
 
 __all__ = [
-    "FIGURES", "Comparison", "Run", "Saturation", "compare_runs", "load_run", "plot_accuracy", "plot_comparison",
+    "FIGURES", "Comparison", "Run", "Saturation", "answer_table", "compare_runs", "load_run", "plot_accuracy", "plot_comparison",
     "plot_extractability", "plot_generalization", "plot_position_bias", "plot_response_length",
     "plot_subdomain_improvement", "plot_training_health", "read_jsonl", "saturation", "subdomain_table",
 ]

@@ -17,7 +17,7 @@ import yaml
 
 from rlsci.analysis.figures import FIGURES, plot_comparison
 from rlsci.analysis.load import Run, compare_runs
-from rlsci.analysis.stats import saturation, subdomain_table
+from rlsci.analysis.stats import answer_table, saturation, subdomain_table
 
 HEADLINE = ("train/acc", "train/reward/mean", "train/extractable", "train/response_len/mean", "train/truncated",
             "eval/val/acc")  # plus eval/<ood label>/acc
@@ -44,7 +44,8 @@ def headline(run: Run) -> pd.DataFrame:
 
 
 def summarize(run: Run) -> dict[str, Any]:
-    """What summary.json holds: the run, its last step, the headline table, the saturation point."""
+    """What summary.json holds: the run, its last step, the headline table, the saturation point, the
+subdomain table and the sampled answers (answer_table)."""
     sat = saturation(run)
     steps = run.metrics.index
     return {
@@ -57,6 +58,7 @@ def summarize(run: Run) -> dict[str, Any]:
                                                 "best_val_acc": sat.best_val_acc, "last_step": sat.last_step,
                                                 "ood_gain_after": sat.ood_gain},
         "subdomains": _records(subdomain_table(run)),
+        "answers": _records(answer_table(run)),
     }
 
 
@@ -132,6 +134,8 @@ def _page(run: Run, summary: dict[str, Any], sections: list[str], comparison_htm
         f"<p>{html.escape(sat_text)}</p>",
         "<h2>Figures</h2>", *sections,
         "<h2>Accuracy per subdomain (first evaluation, best, last)</h2>", _table_html(subdomain_table(run)),
+        "<h2>Sampled answers per subdomain (first and last 10 steps with rollouts)</h2>",
+        f"<p>{html.escape(' '.join(answer_table.__doc__.split()))}</p>", _table_html(answer_table(run)),
         comparison_html,
         "<h2>Config</h2>", f"<pre>{html.escape(config)}</pre>",
         "</body></html>",

@@ -1,5 +1,6 @@
 """Numbers read off a run: the saturation point of in-domain validation with the out-of-domain gain
-after it (the WildSci study's post-saturation generalization), and per-subdomain improvement."""
+after it (the WildSci study's post-saturation generalization), per-subdomain improvement, and the sampled
+answers per subdomain (a policy collapsing onto one answer whatever the question)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,37 @@ def subdomain_table(run: Run) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["best_gain", "benchmark", "subdomain"], ascending=[False, True, True],
                              ignore_index=True)
+
+
+def answer_table(run: Run, steps: int = 10, by: str = "subdomain") -> pd.DataFrame:
+    """The sampled training answers per `by` ("subdomain", a missing one read as the domain, or "domain")
+    over the first and the last `steps` steps with rollout files: samples, accuracy, how many name an
+    answer at all (`extractable`), the most common response and its share. A share near 1 at low accuracy
+    is a policy that gives one answer whatever the question (" neon" to every noble-gas question): every
+    sample of such a prompt gets the same reward, so GRPO's group advantages give it no gradient and it
+    stays there. Sorted by the last window's share, largest first; empty without rollouts."""
+    if by not in ("subdomain", "domain"):
+        raise ValueError(f"answer_table: by must be 'subdomain' or 'domain', got {by!r}")
+    if steps < 1:
+        raise ValueError(f"answer_table: steps must be >= 1, got {steps}")
+    windows = ("first", "last")
+    names = ("n", "acc", "extractable", "top_response", "top_share")
+    columns = [by, *(f"{w}_{name}" for w in windows for name in names)]
+    ro = run.rollouts
+    if ro.empty:
+        return pd.DataFrame(columns=columns)
+    key = ro["subdomain"].fillna(ro["domain"]) if by == "subdomain" else ro["domain"]
+    ro = ro.assign(key=key.fillna("(none)"), response=ro["response"].fillna("").str.strip(),
+                   correct=ro["correct"].fillna(False).astype(float), extractable=ro["pred"].notna().astype(float))
+    logged = sorted(ro["step"].unique())
+    parts = {"first": ro[ro["step"].isin(logged[:steps])], "last": ro[ro["step"].isin(logged[-steps:])]}
+    rows = {}
+    for window, part in parts.items():
+        for group, g in part.groupby("key"):
+            # most common first; ties alphabetical
+            counts = g["response"].value_counts().sort_index().sort_values(ascending=False, kind="stable")
+            rows.setdefault(group, {by: group}).update({f"{window}_n": len(g), f"{window}_acc": float(g["correct"].mean()),
+                                f"{window}_extractable": float(g["extractable"].mean()),
+                                f"{window}_top_response": counts.index[0], f"{window}_top_share": counts.iloc[0] / len(g)})
+    table = pd.DataFrame(list(rows.values()), columns=columns)
+    return table.sort_values(["last_top_share", by], ascending=[False, True], ignore_index=True)

@@ -175,7 +175,10 @@ def test_report_writes_figures_summary_and_html(real_run, tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES) + 1
     assert "Accuracy per subdomain" in page and "total_steps: 4" in page
+    assert "Sampled answers per subdomain" in page
     summary = json.loads((out / "summary.json").read_text())
+    # every sample of the 4 steps is in the last 10 steps' window, once
+    assert sum(row["last_n"] for row in summary["answers"]) == len(load_run(real_run).rollouts) > 0
     assert summary["last_step"] == 4 and summary["saturation"]["last_step"] == 4
     assert {row["metric"] for row in summary["headline"]} >= {"train/acc", "eval/val/acc", "eval/ood/acc"}
 

@@ -1,4 +1,4 @@
-"""load_run / compare_runs / saturation / subdomain_table on hand-made run directories (exact values)."""
+"""load_run / compare_runs / saturation / subdomain_table / answer_table on hand-made run directories (exact values)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlsci.analysis import compare_runs, load_run, saturation, subdomain_table
+from rlsci.analysis import answer_table, compare_runs, load_run, saturation, subdomain_table
 
 
 def test_a_resumed_run_keeps_the_last_line_of_each_step(write_run):
@@ -111,3 +111,30 @@ def test_subdomain_table(write_run):
          "best_gain": 1.0, "last_gain": 1.0},
         {"benchmark": "val", "subdomain": "units", "n": 2, "first": 0.5, "best": 1.0, "best_step": 2, "last": 0.0,
          "best_gain": 0.5, "last_gain": -0.5}]
+
+
+def test_answer_table_shows_a_subdomain_collapsing_onto_one_answer(write_run):
+    def row(subdomain, response, correct, domain="chemistry"):
+        return {"domain": domain, "subdomain": subdomain, "response": response, "correct": correct,
+                "pred": "A" if correct else None}
+    run = load_run(write_run(rollouts={
+        1: [row("noble gas", " neon", True), row("noble gas", " argon", False), row(None, " 5 m", True, "physics")],
+        2: [row("noble gas", " xenon", True)],
+        3: [row("noble gas", " neon", False), row("noble gas", " neon", False), row(None, " 5 m", True, "physics"),
+            row(None, " 9 km", False, "physics")]}).root)
+    # steps=1: first window step 1, last window step 3 (step 2 in neither). noble gas: 1 of 2 right, a tie of
+    # one " neon" and one " argon" (alphabetical: argon, share 0.5) -> 0 of 2, " neon" twice (share 1.0);
+    # physics (no subdomain: its domain) 1 of 1 -> 1 of 2, tie "5 m" / "9 km" -> "5 m" 0.5. By last share.
+    assert answer_table(run, steps=1).to_dict("records") == [
+        {"subdomain": "noble gas", "first_n": 2, "first_acc": 0.5, "first_extractable": 0.5,
+         "first_top_response": "argon", "first_top_share": 0.5, "last_n": 2, "last_acc": 0.0,
+         "last_extractable": 0.0, "last_top_response": "neon", "last_top_share": 1.0},
+        {"subdomain": "physics", "first_n": 1, "first_acc": 1.0, "first_extractable": 1.0,
+         "first_top_response": "5 m", "first_top_share": 1.0, "last_n": 2, "last_acc": 0.5,
+         "last_extractable": 0.5, "last_top_response": "5 m", "last_top_share": 0.5}]
+    two = answer_table(run, steps=2, by="domain").set_index("domain")  # steps 1-2 and 2-3
+    assert (two.loc["chemistry", "first_n"], two.loc["chemistry", "last_n"]) == (3, 3)
+    assert two.loc["chemistry", "last_top_share"] == 2 / 3
+    assert answer_table(load_run(write_run("empty", metrics=[{"step": 1}]).root)).empty
+    with pytest.raises(ValueError, match="by must be 'subdomain' or 'domain'"):
+        answer_table(run, by="template")
