@@ -2,6 +2,7 @@
 
     rlsci grade outputs.jsonl --out graded.jsonl                  # mcq_strict (the training default)
     rlsci grade outputs.jsonl --out graded.jsonl --mode lenient   # mcq
+    rlsci grade outputs.jsonl --out graded.jsonl --mode text      # mcq_text: an option's whole text only
     rlsci grade outputs.jsonl --out graded.jsonl --reward my_rewards.py:score
 
 Each input row is one response to one question: `response` (str), `options` ({letter: text} or
@@ -43,14 +44,18 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the escapes \ud800..\udf
 HELP = "grade a JSONL file of model outputs offline (mcq_strict by default, or any reward)"
 
 
+MODE_REWARDS = {"strict": "mcq_strict", "lenient": "mcq", "text": "mcq_text"}  # --mode -> the built-in reward
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="IN.jsonl", help="rows with response, options, answer")
     parser.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="graded rows")
     parser.add_argument(
         "--mode",
-        choices=("lenient", "strict"),
+        choices=tuple(MODE_REWARDS),
         default=None,
-        help="answer extraction of the built-in mcq grader: strict (default, reward mcq_strict) or lenient (mcq)",
+        help="answer extraction of the built-in mcq graders: strict (default, reward mcq_strict), lenient (mcq) "
+             "or text (mcq_text: the answer is one option's whole text)",
     )
     parser.add_argument(
         "--reward",
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reward is not None and args.mode is not None:
         print("rlsci grade: give --mode (built-in mcq graders) or --reward NAME, not both", file=sys.stderr)
         return 2
-    spec = args.reward or ("mcq" if args.mode == "lenient" else "mcq_strict")
+    spec = args.reward or MODE_REWARDS[args.mode or "strict"]
     if not args.input.is_file():
         print(f"rlsci grade: input file not found: {args.input}", file=sys.stderr)
         return 2

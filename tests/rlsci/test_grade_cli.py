@@ -77,6 +77,17 @@ def test_lenient_mode(tmp_path, capsys):
     assert summary["reward"] == "mcq"
 
 
+def test_text_mode_reads_only_an_options_whole_text(tmp_path, capsys):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [row(" Nitrogen"), row("Answer: B"), row("Answer: Argon"), row("nitrogen, I think")])
+    assert main(["grade", str(src), "--out", str(out), "--mode", "text"]) == 0
+    summary, _ = summary_of(capsys)
+    # " Nitrogen" right, "Argon" named but wrong; a letter and a text inside a sentence are no answer
+    assert (summary["n"], summary["accuracy"], summary["extractability"], summary["reward"]) == (4, 0.25, 0.5,
+                                                                                                 "mcq_text")
+    assert [r["pred"] for r in read_jsonl(out)] == ["B", None, "C", None]
+
+
 def test_custom_reward_and_grading_errors(tmp_path, capsys):
     reward = tmp_path / "my_reward.py"
     reward.write_text(
