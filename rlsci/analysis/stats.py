@@ -92,8 +92,9 @@ def answer_table(run: Run, steps: int = 10, by: str = "subdomain") -> pd.DataFra
         for group, g in part.groupby("key"):
             # most common first; ties alphabetical
             counts = g["response"].value_counts().sort_index().sort_values(ascending=False, kind="stable")
-            rows.setdefault(group, {by: group}).update({f"{window}_n": len(g), f"{window}_acc": float(g["correct"].mean()),
-                                f"{window}_extractable": float(g["extractable"].mean()),
-                                f"{window}_top_response": counts.index[0], f"{window}_top_share": counts.iloc[0] / len(g)})
+            values = (len(g), float(g["correct"].mean()), float(g["extractable"].mean()), counts.index[0],
+                      float(counts.iloc[0] / len(g)))
+            rows.setdefault(group, {by: group}).update(
+                {f"{window}_{name}": value for name, value in zip(names, values, strict=True)})
     table = pd.DataFrame(list(rows.values()), columns=columns)
     return table.sort_values(["last_top_share", by], ascending=[False, True], ignore_index=True)
