@@ -353,6 +353,7 @@ _ANSWER_LINE = re.compile(
 _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?\s*(?P<ans>[^\n]+)", re.I)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|;")
 _ALNUM = re.compile(r"[^\W_]")
+_ANSWER_IS_LEAD = re.compile(r"^\s*the\s+(?:final\s+)?answer\s+is\s*:?", re.I)  # "The answer is: 7" -> " 7"
 
 
 def _last_boxed(text: str) -> tuple[str, int] | None:
@@ -377,7 +378,7 @@ def _clean(answer: str) -> str:
     boxed = _last_boxed(answer)
     if boxed is not None:
         answer = boxed[0]
-    answer = re.sub(r"^\s*the\s+(?:final\s+)?answer\s+is\s*:?", "", answer, flags=re.I)
+    answer = _ANSWER_IS_LEAD.sub("", answer)
     parts = re.split(r"=|\\approx|≈|\\sim(?![A-Za-z])", answer)
     if len(parts) > 1 and parts[-1].strip():
         answer = parts[-1]
@@ -399,7 +400,7 @@ def _reference_key(reference: str) -> str:
     text = reference.strip()
     if (m := _MATH_WRAPPER.match(text)) is not None:
         text = m.group("inner").strip()
-    text = re.sub(r"^the\s+(?:final\s+)?answer\s+is\s*:?\s*", "", text, flags=re.I)
+    text = _ANSWER_IS_LEAD.sub("", text).strip()
     if text.startswith("\\boxed") and (boxed := _last_boxed(text)) is not None and text.rfind("\\boxed") == 0:
         text = f"{boxed[0]} {text[boxed[1]:]}"
     if (m := _SYMBOL_EQUALS.fullmatch(text)) is not None:
@@ -495,11 +496,11 @@ def grade_reference(
     rel_tol = _meta_float(sample, "rel_tol", rel_tol)
     abs_tol = _meta_float(sample, "abs_tol", abs_tol)
     ref = reference_text(sample)
-    ref_key = _reference_key(ref)  # "$\\boxed{H_2O}$" -> "H_2O", "v = 2.5 m/s" -> "2.5 m/s"
     rule, pred, format_ok = extract_answer(response)
     if pred is None:
         info = {"reference": ref} | ({"rule": rule} if rule else {})
         return RewardResult(score=no_answer, correct=False, info=info)
+    ref_key = _reference_key(ref)  # "$\\boxed{H_2O}$" -> "H_2O", "v = 2.5 m/s" -> "2.5 m/s"
     ref_q = parse_quantity(ref_key)
     if ref_q is not None:
         pred_q = parse_quantity(pred)

@@ -150,16 +150,12 @@ def reinforce_pp_advantages(rewards: Tensor, group_ids: Tensor, *, group_baselin
     _check_rewards_and_groups(rewards, group_ids)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
-    if group_baseline:
-        inverse, num_groups = _group_index(group_ids)
-        counts = _group_sum(torch.ones_like(rewards), inverse, num_groups)
-        centred = rewards - (_group_sum(rewards, inverse, num_groups) / counts)[inverse]
-        centred = torch.where(_group_range(rewards, inverse, num_groups)[inverse] > 0, centred,
-                              torch.zeros_like(centred))  # equal groups exactly 0 (see grpo_advantages)
-    else:
-        centred = rewards - rewards.mean()
-    if rewards.numel() < 2 or bool((rewards == rewards[0]).all()) or not bool(centred.any()):
+    if rewards.numel() < 2 or bool((rewards == rewards[0]).all()):  # no spread (and no rounding residue)
         return torch.zeros_like(rewards)
+    # the baseline variant centres each group as Dr. GRPO does (equal groups and singletons exactly 0)
+    centred = grpo_advantages(rewards, group_ids, scale_by_std=False) if group_baseline else rewards - rewards.mean()
+    if not bool(centred.any()):
+        return centred
     return centred / (centred.std() + eps)
 
 

@@ -28,8 +28,9 @@ GRPO_STEPS = 25
 # greedy val accuracy (200 questions) gained in 25 GRPO steps from the demo's warm start (400 steps, one-digit
 # numbers; reward mcq_text: only an option's text is an answer, so no gain can come from guessed letters):
 # measured +0.105 (0.350 -> 0.455; +0.075 at 20 steps, +0.105 at 30); with every reward negated the policy
-# stops answering (0.350 -> 0.000 in 30 steps). With two-digit numbers and a 300-step warm start: +0.105 in 50 steps. With the
-# lenient `mcq` reward the demo gained +0.165 in 40 steps, mostly bare guessed letters (README, Quick start).
+# stops answering (0.350 -> 0.000 in 30 steps). With two-digit numbers and a 300-step warm start: +0.105 in
+# 50 steps. With the lenient `mcq` reward the demo gained +0.165 in 40 steps, mostly bare guessed letters
+# (README, Quick start).
 MARGIN = 0.05
 
 
