@@ -479,7 +479,7 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
     """(rule, letters) from the end of a response that has no explicit commitment; (None, ())
     when nothing is found. Rules, first that fires: a last line that is only letters
     ("C", "**C**", "(C)", "A B C D"; a letter that is not an option's letter but one option's whole
-    text names that option), a last line led by a letter ("C. Mitochondria"), a
+    text names that option; one that is both a letter and another option's text names both), a last line led by a letter ("C. Mitochondria"), a
     bracketed letter ending the response, bold letters in the last paragraph, the text of one
     option in the last line."""
     line, line_start = _last_line(text)
@@ -492,11 +492,13 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
         and (letters := _letters(line, m.start("L"), m.end("L")))
         and len(letters) == len(_LETTER_TOKEN.findall(line, m.start("L"), m.end("L")))
     ):
-        # a letter that is no option's letter but exactly one option's text names that option
-        # (the chemical symbol "O" among options A-D)
-        if options and not set(letters) <= set(options) and len(named := _exact_option_text(line, options)) == 1:
-            return OPTION_TEXT, named
         rule = BOLD if ("**" in line or "__" in line) else PAREN if "(" in line else LAST_LETTER
+        named = _exact_option_text(line, options) if options else ()
+        if len(named) == 1 and named != letters:
+            # a letter that is no option's letter but exactly one option's text names that option (the
+            # chemical symbol "O" among options A-D); one that is both a letter and another option's
+            # text (" B" for boron among "A. C  B. Li  C. B") is both, so no answer
+            return (OPTION_TEXT, named) if not set(letters) <= set(options) else (rule, (*letters, *named))
         return rule, letters
     m = _LETTER_LED_LINE.match(line) or _PAREN_END.search(line, max(0, len(line) - 16))
     if m is not None:

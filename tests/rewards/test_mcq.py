@@ -630,9 +630,16 @@ def test_a_lone_letter_that_is_no_option_letter_but_an_option_text_names_that_op
     symbols = {"A": "Cl", "B": "Ne", "C": "O", "D": "Ar"}  # "What is the chemical symbol of oxygen?"
     got = extract_choice(" O", "ABCD", options=symbols)
     assert (got.pred, got.rule) == ("C", "option_text")
-    # a letter that is an option's letter stays that letter; one naming no option stays no answer
-    assert extract_choice("B", "ABCD", options={**symbols, "D": "B"}).pred == "B"
+    # one naming no option stays no answer; a letter that is an option's letter stays that letter,
+    # unless another option's text is that letter too: " B" for boron among A. C  B. Li  C. B  D. N
     assert extract_choice("F", "ABCD", options=symbols).pred is None
+    assert extract_choice("B", "ABCD", options={**symbols, "B": "B"}).pred == "B"
+    boron = {"A": "C", "B": "Li", "C": "B", "D": "N"}
+    got = extract_choice(" B", "ABCD", options=boron)
+    assert (got.pred, got.candidates) == (None, ("B", "C"))
+    assert extract_choice("**B**", "ABCD", options=boron).pred is None
+    assert extract_choice(" Li", "ABCD", options=boron).pred == "B"  # an option's text that is no letter
+    assert extract_choice("Answer: B", "ABCD", options=boron).pred == "B"  # an explicit commitment is the letter
 
 
 # ------------------------------------------------------------------------------ text mode (mcq_text)
