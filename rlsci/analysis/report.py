@@ -46,6 +46,15 @@ def headline(run: Run) -> pd.DataFrame:
 def summarize(run: Run) -> dict[str, Any]:
     """What summary.json holds: the run, its last step, the headline table, the saturation point, the
 subdomain table and the sampled answers (answer_table)."""
+    return _summary(run, _tables(run))
+
+
+def _tables(run: Run) -> dict[str, pd.DataFrame]:
+    """The report's tables, computed once (answer_table reads every rollout file)."""
+    return {"headline": headline(run), "subdomains": subdomain_table(run), "answers": answer_table(run)}
+
+
+def _summary(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     sat = saturation(run)
     steps = run.metrics.index
     return {
@@ -53,12 +62,12 @@ subdomain table and the sampled answers (answer_table)."""
         "last_step": int(steps.max()) if len(steps) else None,
         "total_steps": run.config.get("trainer", {}).get("total_steps"),
         "best": run.best,
-        "headline": _records(headline(run)),
+        "headline": _records(tables["headline"]),
         "saturation": None if sat is None else {"step": sat.step, "val_acc": sat.val_acc,
                                                 "best_val_acc": sat.best_val_acc, "last_step": sat.last_step,
                                                 "ood_gain_after": sat.ood_gain},
-        "subdomains": _records(subdomain_table(run)),
-        "answers": _records(answer_table(run)),
+        "subdomains": _records(tables["subdomains"]),
+        "answers": _records(tables["answers"]),
     }
 
 
@@ -81,11 +90,12 @@ def write_report(run: Run, out: str | Path, compare: Sequence[Run] = (), dpi: in
         table = comparison.table(["train/acc", "eval/val/acc"])
         comparison_html = ("<h2>Comparison</h2>" + _figure_html("", plot_comparison.__doc__, figures["comparison"])
                            + _table_html(table.reset_index()))
-    summary = summarize(run)
+    tables = _tables(run)
+    summary = _summary(run, tables)
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     html_path = out / "report.html"
-    html_path.write_text(_page(run, summary, sections, comparison_html), encoding="utf-8")
+    html_path.write_text(_page(run, summary, tables, sections, comparison_html), encoding="utf-8")
     return ReportFiles(html_path, summary_path, figures)
 
 
@@ -111,7 +121,8 @@ def _table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0, classes="t")
 
 
-def _page(run: Run, summary: dict[str, Any], sections: list[str], comparison_html: str) -> str:
+def _page(run: Run, summary: dict[str, Any], tables: dict[str, pd.DataFrame], sections: list[str],
+          comparison_html: str) -> str:
     sat = summary["saturation"]
     if sat is None:
         sat_text = "No validation was logged, so there is no saturation point."
@@ -130,12 +141,12 @@ def _page(run: Run, summary: dict[str, Any], sections: list[str], comparison_htm
         f"<h1>rlsci report: {html.escape(run.name)}</h1>",
         f"<p>{html.escape(str(run.root))} &middot; step {summary['last_step']} of {summary['total_steps']} "
         f"&middot; run-directory format {summary['format']}</p>",
-        "<h2>Headline metrics</h2>", _table_html(headline(run)),
+        "<h2>Headline metrics</h2>", _table_html(tables["headline"]),
         f"<p>{html.escape(sat_text)}</p>",
         "<h2>Figures</h2>", *sections,
-        "<h2>Accuracy per subdomain (first evaluation, best, last)</h2>", _table_html(subdomain_table(run)),
+        "<h2>Accuracy per subdomain (first evaluation, best, last)</h2>", _table_html(tables["subdomains"]),
         "<h2>Sampled answers per subdomain (first and last 10 steps with rollouts)</h2>",
-        f"<p>{html.escape(' '.join(answer_table.__doc__.split()))}</p>", _table_html(answer_table(run)),
+        f"<p>{html.escape(' '.join(answer_table.__doc__.split()))}</p>", _table_html(tables["answers"]),
         comparison_html,
         "<h2>Config</h2>", f"<pre>{html.escape(config)}</pre>",
         "</body></html>",
