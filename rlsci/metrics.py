@@ -171,6 +171,33 @@ def _position_metrics(samples: Sequence[Sample], results: Sequence[RewardResult]
     return out
 
 
+def group_metrics(
+    correct: Sequence[Sequence[bool]], responses: Sequence[Sequence[Sequence[int]]], *, prefix: str = "train"
+) -> dict[str, float]:
+    """Metrics of a step's groups (the n samples of one prompt): correct[g][i] and responses[g][i]
+    (token ids) of sample i of group g; p = `prefix`.
+
+        p/pass_at_n            fraction of groups with at least one right sample: what sampling finds,
+                               against p/acc, what one sample gets (sharpening moves p/acc up to it)
+        p/all_correct          fraction of groups whose samples are all right
+        p/distinct_responses   mean over groups of (distinct responses) / n: 1 when every sample
+                               differs, 1/n when the policy gives one answer to the prompt (collapse)
+
+    ValueError when the two differ in shape or a group is empty."""
+    if not correct or len(correct) != len(responses):
+        raise ValueError(f"group_metrics: {len(correct)} groups of grades, {len(responses)} of responses; "
+                         "expected the same number (> 0)")
+    for g, (c, r) in enumerate(zip(correct, responses, strict=True)):
+        if not c or len(c) != len(r):
+            raise ValueError(f"group_metrics: group {g} has {len(c)} grades and {len(r)} responses")
+    p = prefix
+    return {
+        f"{p}/pass_at_n": _mean([any(c) for c in correct]),
+        f"{p}/all_correct": _mean([all(c) for c in correct]),
+        f"{p}/distinct_responses": _mean([len({tuple(x) for x in r}) / len(r) for r in responses]),
+    }
+
+
 def _mean(values: Sequence[float | bool]) -> float:
     return sum(values) / len(values)
 

@@ -179,6 +179,8 @@ class Trainer:
         completions = [dataclasses.replace(c, prompt_index=i) for i, g in enumerate(everything) for c in g.completions]
         results = [r for g in everything for r in g.results]
         out = M.rollout_metrics(samples, completions, results, max_tokens=cfg.rollout.max_tokens)
+        out |= M.group_metrics([[r.correct is True for r in g.results] for g in everything],
+                               [[c.response_ids for c in g.completions] for g in everything])
         equal = sum(len(set(g.rewards)) == 1 for g in everything)
         out |= {"train/zero_var_frac": equal / len(everything), "train/groups": float(len(kept)),
                 "train/groups_dropped": float(len(everything) - len(kept) if cfg.algo.zero_variance_filter else 0),

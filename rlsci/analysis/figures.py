@@ -236,7 +236,9 @@ HEALTH_PANELS = (
                                               ("learner/clip_frac_dual", "dual")]),
     ("gradient norm", "L2 norm (before clipping)", [("learner/grad_norm", "grad_norm"),
                                                     ("learner/grad_norm_max", "max over updates")]),
-    ("zero-variance groups", "fraction of groups", [("train/zero_var_frac", "zero-variance")]),
+    ("groups", "fraction of groups", [("train/zero_var_frac", "equal rewards"), ("train/pass_at_n", "any right"),
+                                      ("train/all_correct", "all right"),
+                                      ("train/distinct_responses", "distinct responses / n (mean)")]),
     ("behaviour logprob gap", "max |engine - learner| (nats)", [("learner/behaviour_logprob_diff/max", "max")]),
     ("policy loss", "loss", [("learner/pg_loss", "pg_loss")]),
 )
@@ -244,7 +246,8 @@ HEALTH_PANELS = (
 
 def plot_training_health(run: Run) -> Figure:
     """The signals that say whether an RL run is healthy: reward, KL, entropy, clip fractions, gradient
-    norm, zero-variance groups, the engine-vs-learner logprob gap and the policy loss."""
+    norm, the groups (equal rewards, any or all samples right, distinct responses), the engine-vs-learner
+    logprob gap and the policy loss."""
     fig = Figure(figsize=(18, 7), layout="constrained")
     axes = fig.subplots(2, 4)
     fig.suptitle(f"{run.name}: training health")

@@ -24,6 +24,7 @@ from rlsci.metrics import (
     behaviour_logprob_gap,
     build_sinks,
     flops_per_token,
+    group_metrics,
     metric_key,
     metric_name,
     peak_bf16_flops,
@@ -129,6 +130,23 @@ def test_rollout_metrics_edges():
         rollout_metrics(samples, completions, results, max_tokens=7)
     with pytest.raises(ValueError, match="expected the same number"):
         rollout_metrics(samples[:3], completions, results, max_tokens=8)
+
+
+def test_group_metrics_hand_derived():
+    # three groups of 4: one right sample with two distinct responses; none right, one response
+    # repeated (a collapsed policy); all right, all different
+    correct = [[True, False, False, False], [False] * 4, [True] * 4]
+    responses = [[[5], [6], [6], [6]], [[7, 8]] * 4, [[1], [2], [3], [4]]]
+    m = group_metrics(correct, responses, prefix="train")
+    assert m["train/pass_at_n"] == pytest.approx(2 / 3)
+    assert m["train/all_correct"] == pytest.approx(1 / 3)
+    assert m["train/distinct_responses"] == pytest.approx((2 / 4 + 1 / 4 + 4 / 4) / 3)
+    # a response differs from another by any token, not by its first one
+    assert group_metrics([[False, False]], [[[7, 8], [7, 9]]])["train/distinct_responses"] == 1.0
+    with pytest.raises(ValueError, match="group 1 has 2 grades and 1 responses"):
+        group_metrics([[True], [True, False]], [[[1]], [[1]]])
+    with pytest.raises(ValueError, match="expected the same number"):
+        group_metrics([], [])
 
 
 def test_train_and_eval_domain_keys_agree():

@@ -221,6 +221,7 @@ def test_zero_variance_filter_keeps_the_batch_size_and_reports_drops(assets, tmp
         generated = m["train/groups"] + m["train/groups_dropped"]
         assert m["train/zero_var_frac"] == pytest.approx(m["train/groups_dropped"] / generated)
         assert m["train/refill_rounds"] >= 1
+        assert 1 / 4 <= m["train/distinct_responses"] <= 1  # rollout.n=4
 
 
 @pytest.mark.slow
