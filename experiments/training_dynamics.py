@@ -141,10 +141,13 @@ answer_table(run)
 # %% [markdown]
 # ## Training health
 # Reward mean and spread; KL to the old policy (and to the reference where `algo.kl_coef > 0`);
-# entropy; the fraction of tokens whose ratio was clipped; gradient norm; the fraction of prompt groups
-# whose samples all got the same reward (they carry no GRPO signal); the engine-vs-learner logprob gap;
-# the policy loss. Entropy collapsing to 0 with the zero-variance fraction near 1 means the policy has
-# stopped exploring; a rising logprob gap means the rollout engine and the learner disagree.
+# entropy; the fraction of tokens whose ratio was clipped; gradient norm; the prompt groups: those whose
+# samples all got the same reward (they carry no GRPO signal), those with any and with all samples right,
+# and the distinct responses per group; the engine-vs-learner logprob gap; the policy loss. Entropy
+# collapsing to 0 with the zero-variance fraction near 1 and distinct responses near 1/n means the policy
+# has stopped exploring; `train/acc` rising to `train/pass_at_n` while that stays flat is sharpening (the
+# policy picks what it could already sample), not new answers; a rising logprob gap means the rollout
+# engine and the learner disagree.
 
 # %%
 plot_training_health(run)
