@@ -479,9 +479,9 @@ def find_fallback(text: str, options: Mapping[str, str] | None) -> tuple[str | N
     """(rule, letters) from the end of a response that has no explicit commitment; (None, ())
     when nothing is found. Rules, first that fires: a last line that is only letters
     ("C", "**C**", "(C)", "A B C D"; a letter that is not an option's letter but one option's whole
-    text names that option; one that is both a letter and another option's text names both), a last line led by a letter ("C. Mitochondria"), a
-    bracketed letter ending the response, bold letters in the last paragraph, the text of one
-    option in the last line."""
+    text names that option; one that is both a letter and another option's text names both), a last
+    line led by a letter ("C. Mitochondria"), a bracketed letter ending the response, bold letters in
+    the last paragraph, the text of one option in the last line."""
     line, line_start = _last_line(text)
     if line_start < 0:
         return None, ()
