@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 
@@ -39,13 +40,14 @@ def assets(tmp_path_factory) -> Path:
     init_tiny_model(root / "model", size="micro", seed=0)
     write_splits(root / "data", seed=0, n_train=200, n_val=16, n_ood=16)
     # a reward with variance inside most groups even for a random model: half of the questions always
-    # score 1 (zero-variance groups); the others score by the parity of the response's length
+    # score 1 (zero-variance groups); the others score by the parity of the response's length; a score
+    # of 1 counts as right
     (root / "parity.py").write_text(
         "import zlib\n"
+        "from rewards.base import RewardResult\n"
         "def reward(response, sample):\n"
-        "    if zlib.crc32(sample.id.encode()) % 2 == 0:\n"
-        "        return 1.0\n"
-        "    return float(len(response) % 2)\n")
+        "    score = 1.0 if zlib.crc32(sample.id.encode()) % 2 == 0 else float(len(response) % 2)\n"
+        "    return RewardResult(score=score, correct=score == 1.0)\n")
     return root
 
 
@@ -221,7 +223,15 @@ def test_zero_variance_filter_keeps_the_batch_size_and_reports_drops(assets, tmp
         generated = m["train/groups"] + m["train/groups_dropped"]
         assert m["train/zero_var_frac"] == pytest.approx(m["train/groups_dropped"] / generated)
         assert m["train/refill_rounds"] >= 1
-        assert 1 / 4 <= m["train/distinct_responses"] <= 1  # rollout.n=4
+        # the group metrics count every group generated, the dropped ones too (the always-right half of
+        # the questions, dropped by the filter, are the groups all right): as the step's rollouts say
+        rollouts = pd.read_parquet(tmp_path / "z" / "rollouts" / f"step_{m['step']:06d}.parquet")
+        groups = rollouts.groupby("prompt_index")
+        assert len(groups) == generated
+        assert m["train/all_correct"] == pytest.approx(groups["correct"].all().mean()) and m["train/all_correct"] > 0
+        assert m["train/pass_at_n"] == pytest.approx(groups["correct"].any().mean())
+        # distinct token sequences; texts can only merge what the tokens tell apart
+        assert m["train/distinct_responses"] >= (groups["response"].nunique() / 4).mean() - 1e-9
 
 
 @pytest.mark.slow
