@@ -23,11 +23,12 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# what the demo runs on (the transformers engine, Ray, the learner, the report): no vLLM, no test tools, so
-# a fresh clone is ready in ~1.5 min instead of ~2.8; where the full install is there, the demo uses it
+# what the demo runs on (the transformers engine, Ray, the learner; pandas and matplotlib for `rlsci report`):
+# no vLLM, no test tools, no notebook kernel, so a fresh clone installs in ~1.5 min instead of ~2.8;
+# where the full install is there, the demo uses it
 $(DEMO_STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[notebooks]'
+	$(PY) -m pip install -q -e '.[analysis]'
 	touch $@
 
 test: install
